@@ -1,0 +1,22 @@
+"""cbr-lite: classification by retrieval, taught in notebooks and shipped as TFLite models.
+
+The public names, grouped by the idea they belong to (one module each):
+"""
+
+from cbr_lite.albums import Albums, expand_inputs, find_albums, load_albums
+from cbr_lite.embedders import DEFAULT_EMBEDDER, Embedder, available_embedders, load_embedder
+from cbr_lite.errors import CbrError
+from cbr_lite.export import LiteRTModel, to_tflite
+from cbr_lite.images import load_image
+from cbr_lite.layers import ClassAggregation, L2Normalize, PerClassSelectMax, class_grid
+from cbr_lite.retrieval import build_classifier, build_retrieval_head, nearest_neighbour_layer
+from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize, squared_l2
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Albums", "CbrError", "ClassAggregation", "DEFAULT_EMBEDDER", "Embedder", "L2Normalize", "LiteRTModel",
+    "PerClassSelectMax", "available_embedders", "build_classifier", "build_retrieval_head", "class_grid",
+    "class_scores", "cosine_similarity", "expand_inputs", "find_albums", "l2_normalize", "load_albums",
+    "load_embedder", "load_image", "nearest_neighbour_layer", "squared_l2", "to_tflite",
+]

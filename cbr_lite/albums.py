@@ -1,0 +1,125 @@
+"""A folder of class folders ("albums", as in Google's iOS demo) -> sorted image paths and labels.
+
+::
+
+    albums/
+      cat/    1.jpg 2.jpg ...
+      mug/    a.png ...
+
+Class names are the folder names, in sorted order; images are sorted within each folder. Hidden files
+and folders (names starting with ".") and files without an image suffix are ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from cbr_lite.errors import CbrError
+from cbr_lite.images import load_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+ON_BAD_IMAGE = ("error", "skip")
+
+
+@dataclass
+class Albums:
+    """Images read from a folder of class folders.
+
+    ``images[i]`` is a ``uint8 (h, w, 3)`` array from ``paths[i]``, of class ``class_names[image_labels[i]]``.
+    """
+
+    images: list
+    image_labels: np.ndarray
+    class_names: list
+    paths: list
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a visible file whose suffix is a known image type (the content is checked when read)."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_albums(root) -> list[tuple[str, list[Path]]]:
+    """List ``(class name, sorted image paths)`` for each class folder under ``root``, sorted by name.
+
+    Raises :class:`CbrError` if ``root`` is missing, is not a folder, has no class folders, or has a
+    class folder without images (naming it).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise CbrError(f"{root}: no such folder; give a folder that holds one sub-folder of images per class")
+    if not root.is_dir():
+        raise CbrError(f"{root}: is a file; give a folder that holds one sub-folder of images per class")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise CbrError(f"{root}: has no class folders; put each class's images in a sub-folder named after it")
+    albums = []
+    for class_dir in class_dirs:
+        paths = sorted(p for p in class_dir.iterdir() if is_image_file(p))
+        if not paths:
+            raise CbrError(
+                f"{class_dir}: class folder has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        albums.append((class_dir.name, paths))
+    return albums
+
+
+def load_albums(root, on_bad_image: str = "error", warn: Callable[[str], None] | None = None) -> Albums:
+    """Read every image of every class folder under ``root``.
+
+    ``on_bad_image="error"`` stops at the first unreadable image with its path; ``"skip"`` leaves it
+    out, reports it through ``warn`` (default: a line on stderr) and still fails if a class is left empty.
+    """
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise CbrError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, not {on_bad_image!r}")
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    images, labels, paths, class_names = [], [], [], []
+    for class_id, (class_name, class_paths) in enumerate(find_albums(root)):
+        class_names.append(class_name)
+        kept = 0
+        for path in class_paths:
+            try:
+                image = load_image(path)
+            except CbrError as error:
+                if on_bad_image == "error":
+                    raise
+                warn(f"skipped {error}")
+                continue
+            images.append(image)
+            labels.append(class_id)
+            paths.append(path)
+            kept += 1
+        if kept == 0:
+            raise CbrError(f"{Path(root) / class_name}: no readable images left in this class folder")
+    return Albums(images, np.asarray(labels, dtype=np.int32), class_names, paths)
+
+
+def expand_inputs(inputs: Iterable) -> list[Path]:
+    """Turn command-line inputs into image paths: files as given, folders expanded recursively in sorted order.
+
+    Raises :class:`CbrError` for a path that does not exist or a folder with no images.
+    """
+    paths = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if is_image_file(p) and not _hidden_below(p, item))
+            if not found:
+                raise CbrError(f"{item}: folder has no images")
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise CbrError(f"{item}: no such file or folder")
+    if not paths:
+        raise CbrError("no images given")
+    return paths
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)

@@ -1,0 +1,178 @@
+"""Image embedders by name: the Keras model, its input size and its normalisation, in one object.
+
+>>> embedder = load_embedder("glyph-cnn")            # doctest: +SKIP
+>>> embedder.embed([image_a, image_b]).shape          # doctest: +SKIP
+(2, 128)
+
+Names:
+
+- ``glyph-cnn``: the offline default, a small CNN trained by ``scripts/train_default_embedder.py`` on
+  glyphs rendered from matplotlib's fonts; weights in ``data/embedders/``.
+- ``mobilenet-v3-small``: Keras' MobileNet V3 Small trained on ImageNet (downloaded once, then cached
+  by Keras; needs the internet the first time).
+- ``hub:HANDLE``: any TF Hub image feature-vector model (a tfhub.dev / Kaggle handle, or a local
+  SavedModel folder), taking RGB in [0, 1].
+
+Every embedder turns an image the same way everywhere (notebooks, CLI, exported models):
+resize to ``input_size`` (bilinear, whole image), then ``(pixels - mean) / std``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+
+from cbr_lite.errors import CbrError
+from cbr_lite.images import resize
+
+#: Where the committed weights live (``CBR_LITE_DATA`` overrides, for installs outside the repository).
+DATA_DIR = Path(os.environ.get("CBR_LITE_DATA", Path(__file__).resolve().parent.parent / "data"))
+DEFAULT_EMBEDDER = "glyph-cnn"
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """An image embedding network and the preprocessing its inputs need.
+
+    ``model`` maps a float32 batch ``(n, height, width, 3)`` of normalised pixels to raw embeddings
+    ``(n, dim)``. ``mean`` and ``std`` are per RGB channel and also go into the exported model's metadata.
+    """
+
+    name: str
+    model: keras.Model
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def dim(self) -> int:
+        """The length of one embedding."""
+        return int(self.model.output_shape[-1])
+
+    def preprocess(self, images) -> np.ndarray:
+        """``uint8`` RGB images of any size -> the normalised float32 batch the model takes."""
+        batch = np.stack([resize(np.asarray(image, dtype=np.uint8), self.input_size) for image in images])
+        return (batch.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
+
+    def embed(self, images, batch_size: int = 64, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Raw float32 embeddings ``(n, dim)`` of ``uint8`` RGB images, in the order given.
+
+        ``progress`` (optional) is called with the number of images done after each batch.
+        """
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = self.preprocess(images[start:start + batch_size])
+            chunks.append(np.asarray(self.model.predict_on_batch(batch), dtype=np.float32))
+            if progress:
+                progress(len(batch))
+        return np.concatenate(chunks)
+
+
+_REGISTRY: dict[str, tuple[Callable[..., Embedder], str]] = {}
+
+
+def register_embedder(name: str, factory: Callable[..., Embedder], description: str) -> None:
+    """Make ``load_embedder(name)`` call ``factory(**options)``."""
+    _REGISTRY[name] = (factory, description)
+
+
+def available_embedders() -> dict[str, str]:
+    """Registered names and their one-line descriptions (plus the ``hub:HANDLE`` form)."""
+    names = {name: description for name, (_, description) in sorted(_REGISTRY.items())}
+    names["hub:HANDLE"] = "a TF Hub image feature-vector handle or a local SavedModel folder"
+    return names
+
+
+def load_embedder(name: str = DEFAULT_EMBEDDER, **options) -> Embedder:
+    """Load an embedder by name (see the module docstring); ``options`` go to its factory.
+
+    Raises :class:`CbrError` for an unknown name or weights that cannot be had.
+    """
+    if name.startswith("hub:"):
+        return load_hub_embedder(name[len("hub:"):], **options)
+    if name not in _REGISTRY:
+        known = ", ".join(available_embedders())
+        raise CbrError(f"unknown embedder {name!r}; choose one of: {known}")
+    return _REGISTRY[name][0](**options)
+
+
+def load_glyph_cnn(data_dir: Path | None = None) -> Embedder:
+    """The offline default: the glyph CNN whose weights ``scripts/train_default_embedder.py`` wrote."""
+    folder = Path(data_dir or DATA_DIR) / "embedders"
+    model_path, info_path = folder / "glyph_cnn.keras", folder / "glyph_cnn.json"
+    if not model_path.exists() or not info_path.exists():
+        raise CbrError(
+            f"{model_path}: the glyph-cnn weights are missing; run scripts/train_default_embedder.py "
+            "or set CBR_LITE_DATA to the repository's data folder"
+        )
+    info = json.loads(info_path.read_text())
+    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    return Embedder("glyph-cnn", model, tuple(info["input_size"]), tuple(info["mean"]), tuple(info["std"]))
+
+
+def load_mobilenet_v3_small(weights: str | None = "imagenet", input_size: int = 224) -> Embedder:
+    """Keras' MobileNet V3 Small (ImageNet), average-pooled 576-d features, as in Google's iOS demo.
+
+    The weights are downloaded once and cached by Keras. ``weights=None`` gives the same architecture
+    randomly initialised (for offline tests of this code path).
+    """
+    try:
+        model = keras.applications.MobileNetV3Small(
+            input_shape=(input_size, input_size, 3), include_top=False, pooling="avg",
+            weights=weights, include_preprocessing=True,
+        )
+    except Exception as error:  # Keras raises several types for a failed download
+        raise CbrError(
+            f"could not load MobileNet V3 Small weights ({type(error).__name__}); they need the internet "
+            f"the first time: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
+        ) from None
+    # include_preprocessing=True: the model takes pixels in [0, 255] itself.
+    return Embedder("mobilenet-v3-small", model, (input_size, input_size), (0.0,) * 3, (1.0,) * 3)
+
+
+class HubFeatureVector(keras.layers.Layer):
+    """A Keras 3 layer that calls a TF2 SavedModel loaded with ``tensorflow_hub.load``.
+
+    ``hub.KerasLayer`` is a tf-keras layer and cannot be used inside Keras 3 models, so we wrap the
+    loaded object ourselves. The layer is not serialisable: rebuild it from its handle.
+    """
+
+    def __init__(self, handle: str, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        import tensorflow_hub as hub
+
+        self.handle = handle
+        self.module = hub.load(handle)
+
+    def call(self, images):
+        return self.module(images)
+
+
+def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
+    """An embedder from a TF Hub image feature-vector handle or a local SavedModel folder.
+
+    Such models take RGB in [0, 1] (mean 0, std 255 on 8-bit pixels) at ``input_size`` pixels square.
+    """
+    try:
+        layer = HubFeatureVector(handle, name="hub_feature_vector")
+    except Exception as error:
+        raise CbrError(
+            f"could not load TF Hub model {handle!r} ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            f"online handles need the internet: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
+        ) from None
+    image = keras.Input(shape=(input_size, input_size, 3), name="image")
+    model = keras.Model(image, layer(image), name="hub_embedder")
+    return Embedder(f"hub:{handle}", model, (input_size, input_size), (0.0,) * 3, (255.0,) * 3)
+
+
+register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained on rendered glyphs (64x64)")
+register_embedder("mobilenet-v3-small", load_mobilenet_v3_small, "MobileNet V3 Small, ImageNet (downloads once)")

@@ -1,0 +1,32 @@
+"""Writing output files so that a failure never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from cbr_lite.errors import CbrError
+
+
+def write_atomically(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, renamed into place.
+
+    Either the whole new file is there afterwards or the old one (if any) is untouched. Raises
+    :class:`CbrError` if the folder does not exist or the path is a folder.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CbrError(f"{path}: the folder {folder} does not exist; create it first")
+    if path.is_dir():
+        raise CbrError(f"{path}: is a folder; give a file name")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
