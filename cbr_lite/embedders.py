@@ -8,6 +8,7 @@ Names:
 
 - ``glyph-cnn``: the offline default, a small CNN trained by ``scripts/train_default_embedder.py`` on
   glyphs rendered from matplotlib's fonts; weights in ``data/embedders/``.
+- ``default``: an alias of ``glyph-cnn``.
 - ``mobilenet-v3-small``: Keras' MobileNet V3 Small trained on ImageNet (downloaded once, then cached
   by Keras; needs the internet the first time).
 - ``hub:HANDLE``: any TF Hub image feature-vector model (a tfhub.dev / Kaggle handle, or a local
@@ -175,4 +176,5 @@ def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
 
 
 register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained on rendered glyphs (64x64)")
+register_embedder("default", load_glyph_cnn, "alias of glyph-cnn, the repository's own trained offline embedder")
 register_embedder("mobilenet-v3-small", load_mobilenet_v3_small, "MobileNet V3 Small, ImageNet (downloads once)")
