@@ -3,16 +3,33 @@
 Each sub-command is a ``run_<name>(args)`` function registered in :func:`make_parser`. Errors the user
 can fix (:class:`CbrError`) are printed as one line, ``cbr-lite: error: ...``, with exit status 2.
 TensorFlow is imported only by the commands that need it, so ``cbr-lite --help`` is quick.
+
+::
+
+    cbr-lite build albums/ -o pets.tflite            # a folder of class folders -> one .tflite file
+    cbr-lite classify pets.tflite photo.jpg --json   # needs nothing but the model file
+    cbr-lite inspect pets.tflite
+    cbr-lite add pets.tflite more_albums/ -o pets2.tflite
+    cbr-lite remove pets2.tflite hamster -o pets3.tflite
+    cbr-lite embed photos/ -o embeddings.npy
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
+import json
 import os
 import sys
+import time
+from pathlib import Path
 
 from cbr_lite.errors import CbrError
+
+#: The embedder the command line uses unless told otherwise: people bring ordinary photos, for which an
+#: ImageNet network is the right default (the package's own ``DEFAULT_EMBEDDER`` is the offline glyph CNN).
+CLI_DEFAULT_EMBEDDER = "efficientnet-lite0"
 
 
 def run_embed(args) -> None:
@@ -20,30 +37,190 @@ def run_embed(args) -> None:
     import numpy as np
 
     from cbr_lite.albums import expand_inputs
+    from cbr_lite.builder import embed_paths
     from cbr_lite.embedders import load_embedder
     from cbr_lite.files import write_atomically
-    from cbr_lite.images import load_image
 
     paths = expand_inputs(args.inputs)
-    images, kept = [], []
-    for path in paths:
-        try:
-            images.append(load_image(path))
-            kept.append(path)
-        except CbrError as error:
-            if args.on_bad_image == "error":
-                raise
-            print(f"warning: skipped {error}", file=sys.stderr)
-    if not images:
-        raise CbrError("no readable images to embed")
+    check_output_path(args.output)
     embedder = load_embedder(args.embedder)
-    with progress_bar(len(images), "embedding") as bar:
-        embeddings = embedder.embed(images, progress=bar.update)
+    with progress_bar(len(paths), "embedding") as bar:
+        embeddings, kept = embed_paths(paths, embedder, args.on_bad_image, progress=bar.update, warn=warn)
+    if not kept:
+        raise CbrError("no readable images to embed")
     buffer = io.BytesIO()
     np.save(buffer, embeddings, allow_pickle=False)
     write_atomically(args.output, buffer.getvalue())
     print(f"embedded {len(kept)} images with {embedder.name}: {embeddings.shape[0]} x {embeddings.shape[1]} "
           f"float32 -> {args.output}")
+
+
+def run_build(args) -> None:
+    """Build a classifier .tflite file from a folder of class folders."""
+    from cbr_lite.albums import find_albums
+    from cbr_lite.builder import build_classifier_file, read_classifier_file
+    from cbr_lite.files import write_atomically
+
+    start = time.perf_counter()
+    check_output_path(args.output)
+    total = sum(len(paths) for _, paths in find_albums(args.albums))
+    with progress_bar(total, "embedding") as bar:
+        data = build_classifier_file(args.albums, args.embedder, args.aggregation, args.quantize,
+                                     args.on_bad_image, progress=bar.update, warn=warn)
+    write_atomically(args.output, data)
+    print(f"built {args.output} in {time.perf_counter() - start:.1f} s")
+    print_summary(read_classifier_file(data, str(args.output)))
+
+
+def run_classify(args) -> None:
+    """Classify images with a model file; labels and preprocessing come from its metadata."""
+    from cbr_lite.albums import expand_inputs
+    from cbr_lite.builder import Classifier
+    from cbr_lite.images import load_image
+
+    if args.top_k < 0:
+        raise CbrError(f"--top-k must be 0 (all classes) or more, not {args.top_k}")
+    classifier = Classifier(args.model)
+    results = []
+    for path in expand_inputs(args.inputs):
+        try:
+            image = load_image(path)
+        except CbrError as error:
+            if args.on_bad_image == "error":
+                raise
+            warn(f"skipped {error}")
+            continue
+        predictions = classifier.ranked(classifier.scores([image])[0], args.top_k)
+        results.append({"image": str(path),
+                        "predictions": [{"label": label, "score": score} for label, score in predictions]})
+        if not args.json:
+            best = ", ".join(f"{label} ({score:.3f})" for label, score in predictions)
+            print(f"{path}: {best}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+def run_inspect(args) -> None:
+    """Describe a cbr-lite model file: embedder, classes, index, aggregation, quantisation, ops, size."""
+    from cbr_lite.builder import count_ops, read_classifier_file, read_model_file
+
+    data = read_model_file(args.model)
+    model = read_classifier_file(data, str(args.model))
+    if args.json:
+        print(json.dumps({
+            "model": str(args.model), "size_bytes": model.size, "embedder": model.embedder,
+            "input_size": list(model.input_size), "mean": list(model.mean), "std": list(model.std),
+            "embedding_dim": int(model.index_embeddings.shape[1]), "aggregation": model.aggregation,
+            "quantize": model.quantize, "classes": model.images_per_class(),
+            "ops": dict(count_ops(data)), "cbr_lite_version": model.version,
+        }, indent=2))
+        return
+    print(f"model:        {args.model} ({human_size(model.size)})")
+    print_summary(model, classes_in_full=True)
+    height, width = model.input_size
+    print(f"input:        {height}x{width} RGB, (pixel - {_numbers(model.mean)}) / {_numbers(model.std)}")
+    print(f"ops:          {', '.join(f'{name} x{count}' for name, count in count_ops(data))}")
+    print(f"made with:    cbr-lite {model.version}")
+
+
+def run_add(args) -> None:
+    """Add the classes of a folder of class folders to a model, embedding only the new images."""
+    from cbr_lite.albums import find_albums
+    from cbr_lite.builder import add_classes, read_classifier_file, read_model_file
+    from cbr_lite.files import write_atomically
+
+    start = time.perf_counter()
+    data = read_model_file(args.model)
+    before = read_classifier_file(data, str(args.model))
+    check_output_path(args.output)
+    total = sum(len(paths) for _, paths in find_albums(args.albums))
+    with progress_bar(total, "embedding") as bar:
+        new = add_classes(data, args.albums, args.on_bad_image, progress=bar.update, warn=warn,
+                          source=str(args.model))
+    write_atomically(args.output, new)
+    after = read_classifier_file(new, str(args.output))
+    old_counts, new_counts = before.images_per_class(), after.images_per_class()
+    added = [name for name in after.class_names if name not in old_counts]
+    grown = [name for name in before.class_names if new_counts[name] > old_counts[name]]
+    print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s: "
+          f"added {len(added)} classes ({_names(added)})"
+          + (f", more images for {len(grown)} existing classes ({_names(grown)})" if grown else ""))
+    print_summary(after)
+
+
+def run_remove(args) -> None:
+    """Remove classes (and their index images) from a model."""
+    from cbr_lite.builder import read_classifier_file, read_model_file, remove_classes
+    from cbr_lite.files import write_atomically
+
+    data = read_model_file(args.model)
+    check_output_path(args.output)
+    new = remove_classes(data, args.labels, source=str(args.model))
+    write_atomically(args.output, new)
+    print(f"wrote {args.output}: removed {len(set(args.labels))} classes ({_names(sorted(set(args.labels)))})")
+    print_summary(read_classifier_file(new, str(args.output)))
+
+
+def run_bench(args) -> int:
+    """Hand over to :mod:`cbr_lite.bench` (imported only when asked for)."""
+    from cbr_lite import bench
+
+    return bench.main(args)
+
+
+def print_summary(model, classes_in_full: bool = False) -> None:
+    """Print what a classifier file holds, a few aligned lines."""
+    counts = model.images_per_class()
+    print(f"embedder:     {model.embedder}")
+    print(f"classes:      {len(counts)}" + ("" if classes_in_full else f" ({_names(list(counts))})"))
+    if classes_in_full:
+        width = max(len(name) for name in counts)
+        for name, count in counts.items():
+            print(f"  {name:<{width}}  {count} images")
+    print(f"images:       {sum(counts.values())} ({_spread(list(counts.values()))} per class)")
+    print(f"aggregation:  {model.aggregation}")
+    print(f"quantisation: {model.quantize}")
+    print(f"size:         {human_size(model.size)} (index {model.index_embeddings.shape[0]} x "
+          f"{model.index_embeddings.shape[1]} float32 inside)")
+
+
+def human_size(size: int) -> str:
+    """``1234567`` -> ``'1.2 MB'`` (powers of 1000, as file managers show)."""
+    for unit in ("bytes", "kB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _names(names: list, limit: int = 8) -> str:
+    # Quote names that would otherwise blur the list ("green, leafy"; " padded ").
+    shown = ", ".join(f'"{n}"' if "," in n or n != n.strip() else n for n in names[:limit])
+    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _spread(values: list) -> str:
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def _numbers(values) -> str:
+    values = [f"{v:g}" for v in values]
+    return values[0] if len(set(values)) == 1 else "(" + ", ".join(values) + ")"
+
+
+def check_output_path(path) -> None:
+    """Fail before any slow work if ``path`` cannot be written (its folder missing, or it is a folder)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CbrError(f"{path}: the folder {folder} does not exist; create it first")
+    if path.is_dir():
+        raise CbrError(f"{path}: is a folder; give a file name")
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr (e.g. an image skipped with ``--on-bad-image skip``)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def progress_bar(total: int, description: str):
@@ -53,10 +230,14 @@ def progress_bar(total: int, description: str):
     return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=None, leave=False)
 
 
+def _add_bad_image_option(parser) -> None:
+    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                        help="stop at an unreadable image (default) or skip it with a warning")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     from cbr_lite import __version__
-    from cbr_lite.embedders import DEFAULT_EMBEDDER
 
     parser = argparse.ArgumentParser(
         prog="cbr-lite",
@@ -65,14 +246,66 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cbr-lite {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    build = commands.add_parser("build", help="build a .tflite classifier from a folder of class folders")
+    build.add_argument("albums", metavar="ALBUMS_DIR", help="a folder with one sub-folder of images per class")
+    build.add_argument("-o", "--output", required=True, metavar="MODEL.tflite", help="where to write the model")
+    build.add_argument("--embedder", default=CLI_DEFAULT_EMBEDDER,
+                       help=f"embedder name (default: {CLI_DEFAULT_EMBEDDER})")
+    build.add_argument("--aggregation", default="max", metavar="max|mean|topk:K",
+                       help="how a class's image similarities become its score (default: max)")
+    build.add_argument("--quantize", choices=("none", "float16", "int8"), default="none",
+                       help="store weights as float32 (none, default), float16 or int8")
+    _add_bad_image_option(build)
+    build.set_defaults(run=run_build)
+
+    classify = commands.add_parser("classify", help="classify images with a model file")
+    classify.add_argument("model", metavar="MODEL.tflite", help="a classifier made by cbr-lite (or any TFLite "
+                          "image classifier with metadata)")
+    classify.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
+    classify.add_argument("--top-k", type=int, default=3, metavar="K", help="show the K best classes (0: all; default 3)")
+    classify.add_argument("--json", action="store_true", help="print a JSON list of {image, predictions}")
+    _add_bad_image_option(classify)
+    classify.set_defaults(run=run_classify)
+
+    inspect = commands.add_parser("inspect", help="describe a model file made by cbr-lite")
+    inspect.add_argument("model", metavar="MODEL.tflite")
+    inspect.add_argument("--json", action="store_true", help="print the description as JSON")
+    inspect.set_defaults(run=run_inspect)
+
+    add = commands.add_parser("add", help="add classes to a model (only the new images are embedded)")
+    add.add_argument("model", metavar="MODEL.tflite")
+    add.add_argument("albums", metavar="ALBUMS_DIR", help="a folder of class folders; a class already in the "
+                     "model gets the new images added to it")
+    add.add_argument("-o", "--output", required=True, metavar="NEW.tflite", help="where to write the new model")
+    _add_bad_image_option(add)
+    add.set_defaults(run=run_add)
+
+    remove = commands.add_parser("remove", help="remove classes from a model")
+    remove.add_argument("model", metavar="MODEL.tflite")
+    remove.add_argument("labels", nargs="+", metavar="LABEL", help="class names to remove")
+    remove.add_argument("-o", "--output", required=True, metavar="NEW.tflite", help="where to write the new model")
+    remove.set_defaults(run=run_remove)
+
     embed = commands.add_parser("embed", help="write raw image embeddings to a .npy file")
     embed.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
-    embed.add_argument("--embedder", default=DEFAULT_EMBEDDER, help=f"embedder name (default: {DEFAULT_EMBEDDER})")
+    embed.add_argument("--embedder", default=CLI_DEFAULT_EMBEDDER, help=f"embedder name (default: {CLI_DEFAULT_EMBEDDER})")
     embed.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="where to write the (images, dim) array")
-    embed.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
-                       help="stop at an unreadable image (default) or skip it with a warning")
+    _add_bad_image_option(embed)
     embed.set_defaults(run=run_embed)
+
+    # bench.py comes from another part of the project; the other commands work without it.
+    if importlib.util.find_spec("cbr_lite.bench") is not None:
+        from cbr_lite import bench
+
+        bench_parser = commands.add_parser("bench", help="time and compare models (see cbr_lite.bench)")
+        bench.add_arguments(bench_parser)
+        bench_parser.set_defaults(run=run_bench)
     return parser
+
+
+def one_line(message: str) -> str:
+    """Escape line breaks (a file name may hold one), so an error is always one line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def main(argv=None) -> int:
@@ -80,14 +313,19 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = make_parser().parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except CbrError as error:
-        print(f"cbr-lite: error: {error}", file=sys.stderr)
+        print(f"cbr-lite: error: {one_line(str(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A disk that is full or a folder we may not write to: the user's to fix, so no traceback either.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"cbr-lite: error: {one_line(where + (error.strerror or str(error)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cbr-lite: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,224 @@
+"""Tests for cbr_lite.builder: albums -> one .tflite classifier file, read back, edited, run with LiteRT."""
+
+import io
+import os
+import zipfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+import tiny_embedder
+
+from cbr_lite import builder, embedders
+from cbr_lite.builder import (
+    Classifier, add_classes, build_classifier_file, classifier_file_from_index, embed_albums, load_index,
+    read_classifier_file, remove_classes, save_index,
+)
+from cbr_lite.errors import CbrError
+from cbr_lite.images import load_image
+from cbr_lite.metadata import add_metadata, read_metadata
+from cbr_lite.similarity import class_scores, cosine_similarity
+
+TINY = tiny_embedder.register()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return embedders.load_embedder(TINY)
+
+
+@pytest.fixture(scope="module")
+def albums(tmp_path_factory):
+    return tiny_embedder.write_albums(tmp_path_factory.mktemp("albums"))
+
+
+@pytest.fixture(scope="module")
+def model(albums):
+    return build_classifier_file(albums, TINY)
+
+
+@pytest.fixture(scope="module")
+def queries():
+    """New images of each colour (not in the index), plus one of a colour between two classes."""
+    images = [tiny_embedder.colour_image(colour, seed=999 + i, size=(30, 17))
+              for i, colour in enumerate(tiny_embedder.COLOURS.values())]
+    return images + [tiny_embedder.colour_image((125, 45, 125), seed=5)]
+
+
+def _album_images(albums):
+    return {folder.name: [load_image(p) for p in sorted(folder.iterdir())] for folder in sorted(albums.iterdir())}
+
+
+def test_file_holds_labels_index_and_how_it_was_built(model, albums, embedder):
+    read = read_classifier_file(model)
+    images = _album_images(albums)
+    assert read.class_names == sorted(tiny_embedder.COLOURS)
+    assert read.images_per_class() == {name: len(imgs) for name, imgs in images.items()}
+    expected = embedder.embed([image for name in read.class_names for image in images[name]])
+    np.testing.assert_allclose(read.index_embeddings, expected, rtol=1e-6, atol=1e-6)
+    assert (read.embedder, read.aggregation, read.quantize) == (TINY, "max", "none")
+    assert read.input_size == embedder.input_size and read.mean == embedder.mean and read.std == embedder.std
+    metadata = read_metadata(model)
+    assert metadata["labels"] == read.class_names
+    assert metadata["associated_files"] == ["cbr.json", "index.npz", "labels.txt"]
+
+
+@pytest.mark.parametrize("aggregation", ["max", "mean", "topk:2"])
+def test_scores_are_aggregated_cosine_similarities(albums, embedder, queries, aggregation):
+    """The invariant: a class score is the aggregation of the query's cosine similarity with that class's
+    index images, computed here in NumPy from the embedder's own (Keras) embeddings."""
+    data = build_classifier_file(albums, TINY, aggregation=aggregation)
+    read = read_classifier_file(data)
+    similarities = cosine_similarity(embedder.embed(queries), read.index_embeddings)
+    expected = class_scores(similarities, read.image_labels, len(read.class_names), aggregation)
+    np.testing.assert_allclose(Classifier(data).scores(queries), expected, atol=2e-5)
+
+
+def test_same_inputs_give_byte_identical_files(albums, model):
+    assert build_classifier_file(albums, TINY) == model
+    assert build_classifier_file(albums, TINY, aggregation="mean") != model
+
+
+def test_index_npz_is_deterministic_and_pickle_free():
+    embeddings = np.arange(6, dtype=np.float32).reshape(3, 2)
+    data = save_index(embeddings, np.array([0, 1, 1]))
+    assert data == save_index(embeddings, np.array([0, 1, 1]))
+    read_embeddings, read_labels = load_index(data)
+    np.testing.assert_array_equal(read_embeddings, embeddings)
+    assert read_labels.tolist() == [0, 1, 1]
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["embeddings", "labels"]
+
+
+def test_index_with_pickled_objects_is_refused():
+    stream = io.BytesIO()
+    np.savez(stream, embeddings=np.array([object(), 1], dtype=object), labels=np.array([0, 1]))
+    with pytest.raises(CbrError, match="damaged"):
+        load_index(stream.getvalue())
+
+
+def test_classifier_predicts_the_colour_best_first(model, queries):
+    predictions = Classifier(model).predict(queries[:3], top_k=2)
+    assert [p[0][0] for p in predictions] == list(tiny_embedder.COLOURS)
+    assert all(len(p) == 2 and p[0][1] >= p[1][1] for p in predictions)
+    assert len(builder.classify(model, queries[:1])[0]) == len(tiny_embedder.COLOURS)
+
+
+def test_add_embeds_only_new_images_and_equals_building_at_once(tmp_path, monkeypatch):
+    first = tiny_embedder.write_albums(tmp_path / "first", {k: tiny_embedder.COLOURS[k] for k in ["blåbær", "red thing"]})
+    more = tiny_embedder.write_albums(tmp_path / "more", {"green, leafy": tiny_embedder.COLOURS["green, leafy"]},
+                                      per_class=2)
+    everything = tiny_embedder.write_albums(tmp_path / "all", {k: tiny_embedder.COLOURS[k] for k in ["blåbær", "red thing"]})
+    tiny_embedder.write_albums(everything, {"green, leafy": tiny_embedder.COLOURS["green, leafy"]}, per_class=2)
+    base = build_classifier_file(first, TINY)
+
+    embedded = []
+    original_embed = embedders.Embedder.embed
+    monkeypatch.setattr(embedders.Embedder, "embed",
+                        lambda self, images, **kw: embedded.append(len(images)) or original_embed(self, images, **kw))
+    grown = add_classes(base, more)
+    assert sum(embedded) == 2
+    _assert_same_classifier(grown, build_classifier_file(everything, TINY))
+
+
+def _assert_same_classifier(a, b):
+    """Same classes, index and settings; embeddings equal up to float rounding (an embedder's result for
+    an image can differ in the last bits with the batch it was embedded in)."""
+    a, b = read_classifier_file(a), read_classifier_file(b)
+    assert (a.class_names, a.image_labels.tolist(), a.aggregation) == (b.class_names, b.image_labels.tolist(), b.aggregation)
+    np.testing.assert_allclose(a.index_embeddings, b.index_embeddings, rtol=1e-5, atol=1e-5)
+
+
+def test_add_to_an_existing_class_appends_its_images(tmp_path, model):
+    more = tiny_embedder.write_albums(tmp_path, {"red thing": tiny_embedder.COLOURS["red thing"]}, per_class=2, seed=50)
+    read = read_classifier_file(add_classes(model, more))
+    assert read.images_per_class() == {"blåbær": 3, "green, leafy": 3, "red thing": 5}
+    old = read_classifier_file(model)
+    np.testing.assert_array_equal(read.index_embeddings[:9], old.index_embeddings)
+
+
+def test_remove_equals_building_without_the_class(tmp_path, model):
+    kept = {k: tiny_embedder.COLOURS[k] for k in ["blåbær", "red thing"]}
+    _assert_same_classifier(remove_classes(model, ["green, leafy"]),
+                            build_classifier_file(tiny_embedder.write_albums(tmp_path, kept), TINY))
+
+
+def test_remove_refuses_unknown_labels_and_leaving_one_class(model):
+    with pytest.raises(CbrError, match="no class 'cat'.*blåbær"):
+        remove_classes(model, ["cat"])
+    with pytest.raises(CbrError, match="at least two classes"):
+        remove_classes(model, ["blåbær", "red thing"])
+
+
+def test_add_refuses_a_changed_embedder(tmp_path, model, monkeypatch):
+    def other_size():
+        e = tiny_embedder.load_tiny_embedder()
+        return embedders.Embedder(TINY, e.model, e.input_size, (0.0,) * 3, (1.0,) * 3)
+
+    monkeypatch.setitem(embedders._REGISTRY, TINY, (other_size, "changed"))
+    more = tiny_embedder.write_albums(tmp_path, {"teal": (0, 128, 128)}, per_class=1)
+    with pytest.raises(CbrError, match="different version of embedder"):
+        add_classes(model, more)
+
+
+@pytest.mark.parametrize("quantize", ["float16", "int8"])
+def test_quantized_files_agree_with_float(albums, queries, model, quantize):
+    data = build_classifier_file(albums, TINY, quantize=quantize)
+    assert read_classifier_file(data).quantize == quantize
+    reference = Classifier(model).scores(queries)
+    scores = Classifier(data).scores(queries)
+    np.testing.assert_allclose(scores, reference, atol=0.03)
+    assert (scores.argmax(1) == reference.argmax(1)).all()
+
+
+def test_option_typos_fail_before_embedding(albums, monkeypatch):
+    monkeypatch.setattr(builder, "embed_albums", lambda *a, **k: pytest.fail("embedded before checking options"))
+    with pytest.raises(CbrError, match="aggregation"):
+        build_classifier_file(albums, TINY, aggregation="median")
+    with pytest.raises(CbrError, match="quantisation"):
+        build_classifier_file(albums, TINY, quantize="int4")
+
+
+def test_class_names_with_line_breaks_are_refused_before_embedding(tmp_path, monkeypatch):
+    tiny_embedder.write_albums(tmp_path, {"a\nb": (1, 2, 3), "c": (3, 2, 1)}, per_class=1)
+    monkeypatch.setattr(builder, "embed_paths", lambda *a, **k: pytest.fail("embedded before checking names"))
+    with pytest.raises(CbrError, match="line break"):
+        embed_albums(tmp_path, tiny_embedder.load_tiny_embedder())
+
+
+def test_files_that_are_not_cbr_models_are_refused(model):
+    with pytest.raises(CbrError, match="not a cbr-lite model"):
+        read_classifier_file(b"hello, world" * 10)
+    with pytest.raises(CbrError):
+        read_classifier_file(model[: len(model) // 2])
+    # A TFLite classifier with metadata but none of cbr-lite's own files: classify works, editing does not.
+    network_end = model.index(b"PK\x03\x04")
+    plain = add_metadata(model[:network_end], labels=["a", "b", "c"], mean=[0.0], std=[1.0], name="x", description="y")
+    with pytest.raises(CbrError, match="not one made by cbr-lite"):
+        read_classifier_file(plain)
+    assert Classifier(plain).labels == ["a", "b", "c"]
+
+
+def test_damaged_packed_files_are_a_cbr_error(model):
+    network_end = model.index(b"PK\x03\x04")
+    read = read_classifier_file(model)
+    info = read_metadata(model)["cbr_info"]
+    damaged = add_metadata(model[:network_end], labels=read.class_names, mean=[0.0], std=[1.0], name="x",
+                           description="y", cbr_info=info, extra_files={"index.npz": b"PK\x03\x04 not really"})
+    with pytest.raises(CbrError, match="index.npz is damaged"):
+        read_classifier_file(damaged)
+    wrong_labels = add_metadata(model[:network_end], labels=read.class_names, mean=[0.0], std=[1.0], name="x",
+                                description="y", cbr_info=info,
+                                extra_files={"index.npz": save_index(read.index_embeddings, read.image_labels + 5)})
+    with pytest.raises(CbrError, match="classes the model does not have"):
+        read_classifier_file(wrong_labels)
+    with zipfile.ZipFile(io.BytesIO(model)) as archive:
+        assert archive.testzip() is None
+
+
+def test_from_index_checks_the_index_matches_the_embedder(embedder):
+    with pytest.raises(CbrError, match="dimensions"):
+        classifier_file_from_index(embedder, np.ones((2, 3), np.float32), [0, 1], ["a", "b"])
+    with pytest.raises(CbrError, match="at least two classes"):
+        classifier_file_from_index(embedder, np.ones((2, embedder.dim), np.float32), [0, 0], ["a"])
