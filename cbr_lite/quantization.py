@@ -1,0 +1,204 @@
+"""int8 retrieval: the unit index embeddings stored as 8-bit integers with a scale, 4x smaller than float32.
+
+A unit index embedding ``w`` (one row of the nearest-neighbour matrix) is stored as ``q = round(w / s)``
+in ``[-127, 127]`` and read back as ``q * s``. The choice of the scale ``s`` decides how much is lost:
+
+- ``"fixed"``: ``s = 1/128`` for every row, Google's reference. A unit vector's components lie in
+  ``[-1, 1]``, so this never clips, but in 1024 dimensions the largest component is only about 0.1, so
+  a row uses about 15 of the 255 levels.
+- ``"matrix"``: ``s = max |W| / 127``, one scale for the whole matrix.
+- ``"row"`` (the default): ``s_i = max |w_i| / 127``, one scale per index image, so every row uses the
+  full range. This is also exactly the format of TFLite's int8-weight ``FULLY_CONNECTED`` kernel (one
+  scale per output channel), so the ``.tflite`` file holds the very same integers.
+
+>>> unit = np.array([[0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
+>>> q, scales = quantize_index(unit, "row")
+>>> q.tolist(), scales.astype(float).round(5).tolist()
+([[95, 127], [127, 0]], [0.0063, 0.00787])
+>>> dequantize_index(q, scales).astype(float).round(3).tolist()
+[[0.598, 0.8], [1.0, 0.0]]
+
+:class:`Int8NearestNeighbours` is the Keras layer (the int8 counterpart of
+:func:`cbr_lite.retrieval.nearest_neighbour_layer`), :func:`build_int8_retrieval_head` and
+:func:`build_int8_classifier` assemble models with it. Convert them with
+``cbr_lite.export.to_tflite(model, quantize="int8")``: the converter's weight quantisation then stores the
+matrix as int8 with per-row scales, which for ``scale="row"`` are exactly the layer's integers and scales.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from cbr_lite.errors import CbrError
+from cbr_lite.layers import ClassAggregation, L2Normalize
+from cbr_lite.similarity import l2_normalize
+
+#: The scale choices, best first (see the module docstring).
+SCALES = ("row", "matrix", "fixed")
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise CbrError(f"unknown int8 scale {scale!r}: use one of {', '.join(SCALES)}")
+
+
+def quantize_index(unit_index: np.ndarray, scale: str = "row") -> tuple[np.ndarray, np.ndarray]:
+    """Unit index embeddings ``(images, dim)`` -> ``(int8 integers (images, dim), float32 scales (images,))``.
+
+    Every row gets a scale (for ``"fixed"`` and ``"matrix"`` they are all equal), so that
+    ``dequantize_index(q, scales)`` reads any choice back the same way.
+    """
+    _check_scale(scale)
+    unit_index = np.asarray(unit_index, dtype=np.float32)
+    if unit_index.ndim != 2 or unit_index.size == 0:
+        raise CbrError(f"index embeddings must be a non-empty (images, dim) array, got shape {unit_index.shape}")
+    largest = np.abs(unit_index).max(axis=1)
+    if scale == "fixed":
+        scales = np.full(len(unit_index), 1.0 / 128.0)
+    elif scale == "matrix":
+        scales = np.full(len(unit_index), largest.max() / 127.0)
+    else:
+        scales = largest / 127.0
+    # A zero row would get scale 0; it has no direction anyway (l2_normalize rejects it), but keep
+    # the division finite so the function never returns NaN.
+    scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    # A component of exactly 1.0 with the fixed scale would be 128: clip to the symmetric range, as
+    # TFLite's int8 weights are symmetric ([-127, 127]).
+    q = np.clip(np.rint(unit_index / scales[:, None]), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def dequantize_index(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The float32 embeddings that int8 rows ``q`` with per-row ``scales`` stand for: ``q * scales``."""
+    return np.asarray(q, dtype=np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
+
+
+@keras.saving.register_keras_serializable(package="cbr_lite")
+class Int8NearestNeighbours(keras.layers.Layer):
+    """Cosine score of a unit query with every index image, the index stored as int8 plus per-image scales.
+
+    Weights: ``kernel`` int8 ``(dim, images)`` (a column per index image, like ``Dense``) and ``scales``
+    float32 ``(images,)``. The output is ``query @ (kernel * scales)``: the scores the dequantized index
+    gives, which is what the converted ``.tflite`` computes (up to its own rounding of the query).
+
+    The dequantized matrix is written into the traced graph as one constant, so that the TFLite converter
+    turns the layer into a single ``FULLY_CONNECTED`` op and stores that constant as int8 again (an int8
+    constant followed by a ``CAST`` would instead make LiteRT expand the whole matrix to float32 on every
+    query, ~50x slower). The index is therefore fixed once a model is traced: build a new layer (as every
+    CbR build does) rather than assigning to the weights of one in use.
+
+    >>> layer = Int8NearestNeighbours.from_index(np.array([[1.0, 0.0], [1.0, 1.0]]))
+    >>> layer(np.array([[1.0, 0.0]], dtype="float32")).numpy().astype(float).round(3).tolist()
+    [[1.0, 0.707]]
+    """
+
+    def __init__(self, units: int, dim: int, scale: str = "row", **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        _check_scale(scale)
+        self.units, self.dim, self.scale = int(units), int(dim), scale
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.dim, self.units), dtype="int8", initializer="zeros", trainable=False,
+        )
+        self.scales = self.add_weight(
+            name="scales", shape=(self.units,), dtype="float32", initializer="ones", trainable=False,
+        )
+
+    @classmethod
+    def from_index(cls, index_embeddings: np.ndarray, scale: str = "row", **kwargs) -> "Int8NearestNeighbours":
+        """The layer for raw index embeddings ``(images, dim)``: L2-normalised, then quantised with ``scale``."""
+        q, scales = quantize_index(l2_normalize(np.asarray(index_embeddings, dtype=np.float32)), scale)
+        layer = cls(q.shape[0], q.shape[1], scale, **kwargs)
+        layer.kernel.assign(q.T)
+        layer.scales.assign(scales)
+        return layer
+
+    def dequantized_kernel(self) -> np.ndarray:
+        """The float32 ``(dim, images)`` matrix the integers stand for (read eagerly from the weights)."""
+        import tensorflow as tf
+
+        # Inside a traced function (predict_on_batch, TFLite conversion) the weights can only be read
+        # as NumPy from the eager context.
+        with tf.init_scope():
+            kernel = ops.convert_to_numpy(self.kernel)
+            scales = ops.convert_to_numpy(self.scales)
+        return kernel.astype(np.float32) * scales.astype(np.float32)[None, :]
+
+    def call(self, inputs):
+        return ops.matmul(inputs, ops.convert_to_tensor(self.dequantized_kernel(), dtype=inputs.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, dim=self.dim, scale=self.scale)
+        return config
+
+
+def int8_nearest_neighbour_layer(index_embeddings: np.ndarray, scale: str = "row",
+                                 name: str = "nearest_neighbours") -> Int8NearestNeighbours:
+    """The int8 counterpart of :func:`cbr_lite.retrieval.nearest_neighbour_layer` (same name, same scores up to rounding)."""
+    return Int8NearestNeighbours.from_index(index_embeddings, scale, name=name)
+
+
+def build_int8_retrieval_head(index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
+                              aggregation: str = "max", scale: str = "row",
+                              name: str = "retrieval_head") -> keras.Model:
+    """:func:`cbr_lite.retrieval.build_retrieval_head` with the index stored as int8.
+
+    A raw embedding ``(batch, dim)`` -> class scores ``(batch, classes)``; the layers are named as in the
+    float head, so the two models can be compared layer by layer.
+
+    >>> head = build_int8_retrieval_head(np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), [0, 1, 0])
+    >>> head.predict_on_batch(np.array([[3.0, 0.1]])).astype(float).round(2).tolist()
+    [[1.0, 0.03]]
+    """
+    from cbr_lite.retrieval import check_index
+
+    index_embeddings, image_labels, num_classes = check_index(index_embeddings, image_labels, num_classes)
+    embedding = keras.Input(shape=(index_embeddings.shape[1],), name="embedding")
+    unit_query = L2Normalize(name="l2_normalize")(embedding)
+    image_scores = int8_nearest_neighbour_layer(index_embeddings, scale)(unit_query)
+    class_scores = ClassAggregation.from_labels(
+        image_labels, num_classes, aggregation, name="class_aggregation"
+    )(image_scores)
+    return keras.Model(embedding, class_scores, name=name)
+
+
+def build_int8_classifier(embedder, index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
+                          aggregation: str = "max", scale: str = "row") -> keras.Model:
+    """:func:`cbr_lite.retrieval.build_classifier` with the int8 head: preprocessed images -> class scores.
+
+    Convert with ``to_tflite(model, quantize="int8")`` so the matrix is stored as int8 in the file.
+    """
+    head = build_int8_retrieval_head(index_embeddings, image_labels, num_classes, aggregation, scale)
+    height, width = embedder.input_size
+    image = keras.Input(shape=(height, width, 3), name="image")
+    return keras.Model(image, head(embedder.model(image)), name="cbr_classifier")
+
+
+def int8_scores(queries: np.ndarray, index_embeddings: np.ndarray, scale: str = "row") -> np.ndarray:
+    """Cosine scores ``(queries, images)`` against the int8 index, in NumPy (the reference for the layer)."""
+    q, scales = quantize_index(l2_normalize(np.asarray(index_embeddings, dtype=np.float32)), scale)
+    return np.atleast_2d(l2_normalize(queries)) @ dequantize_index(q, scales).T
+
+
+def top1_agreement(queries: np.ndarray, index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
+                   scale: str = "row", aggregation: str = "max") -> float:
+    """Fraction of queries whose top-1 class with the int8 index is the top-1 class with the float index.
+
+    >>> rng = np.random.default_rng(0)
+    >>> index, queries = rng.normal(size=(40, 64)), rng.normal(size=(100, 64))
+    >>> top1_agreement(queries, index, np.arange(40) % 8, scale="row") >= 0.95
+    True
+    """
+    from cbr_lite.retrieval import check_index
+    from cbr_lite.similarity import class_scores, cosine_similarity
+
+    index_embeddings, image_labels, num_classes = check_index(index_embeddings, image_labels, num_classes)
+    exact = class_scores(cosine_similarity(queries, index_embeddings), image_labels, num_classes, aggregation)
+    rounded = class_scores(int8_scores(queries, index_embeddings, scale), image_labels, num_classes, aggregation)
+    return float(np.mean(exact.argmax(axis=1) == rounded.argmax(axis=1)))
