@@ -46,7 +46,12 @@ def load_image(path) -> np.ndarray:
         raise CbrError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CbrError(f"{path}: is a folder, not an image file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow refuses such sizes itself while reading the header, before our own check sees them.
+        raise CbrError(
+            f"{path}: too many pixels to read safely, a decompression bomb? ({_first_line(error)}); resize it first"
+        ) from None
+    except UnidentifiedImageError as error:
         raise CbrError(f"{path}: not a readable image ({_first_line(error)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise CbrError(f"{path}: corrupt or truncated image ({_first_line(error)})") from None
