@@ -35,6 +35,8 @@ INDEX_FILE = "index.npz"
 #: Bumped when the layout of ``index.npz`` or ``cbr.json`` changes incompatibly.
 FORMAT_VERSION = 1
 QUANTIZATIONS = ("none", "float16", "int8")
+#: How int8 index rows are scaled (see cbr_lite.quantization): one scale per index image.
+INT8_SCALE = "row"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 #: Images are read, shrunk to the embedder's input size and embedded this many at a time, so a folder
 #: of full-size photos never has to fit in memory at once.
@@ -171,7 +173,8 @@ def build_classifier_file(albums, embedder=None, aggregation: str = "max", quant
 
     ``embedder`` is a registered name (stored in the file, so ``add`` can load it again), an
     :class:`~cbr_lite.embedders.Embedder`, or None for :data:`cbr_lite.embedders.DEFAULT_EMBEDDER`. ``aggregation``: ``max``, ``mean`` or ``topk:K``.
-    ``quantize``: ``none`` (float32), ``float16`` (half-size weights) or ``int8`` (int8 weights).
+    ``quantize``: ``none`` (float32), ``float16`` (half-size weights) or ``int8`` (the index as int8 with
+    a scale per image, :mod:`cbr_lite.quantization`; the embedder's weights dynamic-range int8).
     """
     from cbr_lite.similarity import parse_aggregation
 
@@ -206,6 +209,7 @@ def classifier_file_from_index(embedder, index_embeddings, image_labels, class_n
         "embedding_dim": int(embedder.dim),
         "aggregation": aggregation,
         "quantize": quantize,
+        **({"int8_scale": INT8_SCALE} if quantize == "int8" else {}),
         "input_size": [int(v) for v in embedder.input_size],
         "mean": [float(v) for v in embedder.mean],
         "std": [float(v) for v in embedder.std],
@@ -231,9 +235,16 @@ def _check_quantize(quantize: str) -> None:
 def _convert(embedder, index_embeddings, image_labels, num_classes, aggregation, quantize) -> bytes:
     """The classifier network as .tflite bytes (no metadata yet)."""
     from cbr_lite.export import to_tflite
+    from cbr_lite.quantization import build_int8_classifier
     from cbr_lite.retrieval import build_classifier
 
-    model = build_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation)
+    if quantize == "int8":
+        # The index as int8 with one scale per image (cbr_lite.quantization); the converter's dynamic-range
+        # quantisation then stores those same integers, and the embedder's weights as int8 too.
+        model = build_int8_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation,
+                                      scale=INT8_SCALE)
+    else:
+        model = build_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation)
     # The converter saves a temporary SavedModel and prints its signature to stdout; the command line's
     # output (and --json) must not carry that.
     with contextlib.redirect_stdout(io.StringIO()):

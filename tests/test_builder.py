@@ -162,14 +162,41 @@ def test_add_refuses_a_changed_embedder(tmp_path, model, monkeypatch):
         add_classes(model, more)
 
 
+@pytest.fixture(scope="module")
+def big_albums(tmp_path_factory):
+    """66 index images: a 66 x 16 matrix is big enough (>= 1024 weights) for the converter to quantise."""
+    return tiny_embedder.write_albums(tmp_path_factory.mktemp("big_albums"), per_class=22)
+
+
 @pytest.mark.parametrize("quantize", ["float16", "int8"])
-def test_quantized_files_agree_with_float(albums, queries, model, quantize):
-    data = build_classifier_file(albums, TINY, quantize=quantize)
-    assert read_classifier_file(data).quantize == quantize
-    reference = Classifier(model).scores(queries)
+def test_quantized_files_agree_with_float(big_albums, queries, embedder, quantize):
+    data = build_classifier_file(big_albums, TINY, quantize=quantize)
+    read = read_classifier_file(data)
+    assert read.quantize == quantize
+    exact = class_scores(cosine_similarity(embedder.embed(queries), read.index_embeddings), read.image_labels, 3)
     scores = Classifier(data).scores(queries)
-    np.testing.assert_allclose(scores, reference, atol=0.03)
-    assert (scores.argmax(1) == reference.argmax(1)).all()
+    np.testing.assert_allclose(scores, exact, atol=0.01)
+    assert (scores.argmax(1) == exact.argmax(1)).all()
+    # The raw index stays float32, whatever the network's weights are stored as.
+    assert read.index_embeddings.dtype == np.float32
+    np.testing.assert_allclose(read.index_embeddings, embedder.embed(
+        [load_image(p) for folder in sorted(big_albums.iterdir()) for p in sorted(folder.iterdir())]), atol=1e-5)
+
+
+def test_int8_file_stores_the_index_as_row_scaled_int8(big_albums):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from cbr_lite.quantization import quantize_index
+    from cbr_lite.similarity import l2_normalize
+
+    data = build_classifier_file(big_albums, TINY, quantize="int8")
+    read = read_classifier_file(data)
+    expected, _ = quantize_index(l2_normalize(read.index_embeddings), "row")
+    interpreter = Interpreter(model_content=data)
+    stored = [interpreter.get_tensor(t["index"]) for t in interpreter.get_tensor_details()
+              if t["dtype"] == np.int8 and tuple(t["shape"]) == expected.shape]
+    assert len(stored) == 1
+    np.testing.assert_array_equal(stored[0], expected)
 
 
 def test_option_typos_fail_before_embedding(albums, monkeypatch):
