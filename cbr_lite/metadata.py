@@ -1,0 +1,590 @@
+"""Writing and reading TFLite model metadata (labels, normalisation) with `flatbuffers`.
+
+A ``.tflite`` file is a FlatBuffer. The TFLite *metadata* that MediaPipe's ``ImageClassifier`` and the
+TFLite Task Library read is a second, smaller FlatBuffer (schema ``metadata_schema.fbs`` from
+tensorflow/tflite-support, file identifier ``M001``) stored in one of the model's buffers; the model's
+``metadata`` list names that buffer ``TFLITE_METADATA``. Files the metadata mentions (here
+``labels.txt``) are appended to the model file as an uncompressed ZIP archive, so one file holds the
+model, its labels and anything else we want to ship with it::
+
+    [ TFLite flatbuffer (with TFLITE_METADATA buffer) ][ ZIP: cbr.json, index.npz, labels.txt ]
+
+LiteRT ignores both the metadata buffer and the trailing ZIP, so the model runs unchanged.
+
+We write the metadata FlatBuffer by hand with ``flatbuffers.Builder``: the tables we need are few and
+the official writers do not fit in our environment: MediaPipe 1.2.2's writer fails to import (it needs
+``mediapipe.tasks.cc``, a compiled package the wheel does not ship) and ``tflite-support`` 0.4.4, the
+last release, pins ``protobuf<4``, which TensorFlow 2.21 cannot use.
+
+What we write (the layout of the official image-classifier writers, minus score thresholds):
+
+- ``ModelMetadata``: name, description, ``min_parser_version`` "1.0.0" (no field newer than 1.0.0 is
+  used), one ``SubGraphMetadata``, and the extra files (``cbr.json``, ``index.npz``, ...) as model-level
+  associated files.
+- input ``TensorMetadata`` "image": ``ImageProperties`` (RGB), a ``NormalizationOptions`` process unit
+  with ``mean`` and ``std`` (the reader computes ``(pixel - mean) / std``), and ``Stats`` with the
+  range the normalised pixels take (``0..255`` for a uint8 input).
+- output ``TensorMetadata`` "scores": ``FeatureProperties`` and ``labels.txt`` as a
+  ``TENSOR_AXIS_LABELS`` associated file (one label per line, UTF-8, in class order).
+
+Labels must be non-empty and on one line: a label with a line break (or empty) is rejected with a
+`CbrError` rather than escaped, because MediaPipe and the Task Library read ``labels.txt`` line by line
+and would show an escaped label verbatim. Spaces, commas and any other Unicode are kept as they are.
+
+Who reads what we write (MediaPipe is checked by ``tests/test_metadata.py``, the Task Library by hand):
+
+- MediaPipe Tasks' ``ImageClassifier`` (``mediapipe`` 1.2.2) loads the file unchanged and labels its
+  scores with our class names, but only if ``mean`` and ``std`` are the same for all three channels:
+  per-channel values make it fail with ``NotImplementedError: Per-channel image normalization is not
+  available`` (a TODO in MediaPipe's C++ image preprocessing). Every cbr-lite embedder uses one value.
+- The TFLite Task Library (``tflite-support`` 0.4.4) accepts per-channel values too.
+- A ``uint8``-input model gets raw pixels from both: its input quantisation must do the normalising.
+
+Example::
+
+    tflite = add_metadata(tflite, labels=["cat", "dog"], mean=[127.5] * 3, std=[127.5] * 3,
+                          name="pets", description="Cats vs dogs by retrieval.")
+    read_metadata(tflite)["labels"]        # ['cat', 'dog']
+"""
+
+import io
+import json
+import math
+import re
+import struct
+import zipfile
+import zlib
+
+import flatbuffers
+from ai_edge_litert import schema_py_generated as tfl
+from flatbuffers.table import Table
+
+from cbr_lite.errors import CbrError
+
+METADATA_NAME = "TFLITE_METADATA"
+METADATA_IDENTIFIER = b"M001"
+MODEL_IDENTIFIER = b"TFL3"
+MIN_PARSER_VERSION = "1.0.0"
+LABELS_FILE = "labels.txt"
+CBR_INFO_FILE = "cbr.json"
+
+# Enum values from metadata_schema.fbs.
+_FILE_TYPE_UNKNOWN = 0
+_FILE_TYPE_TENSOR_AXIS_LABELS = 2
+_COLOR_SPACE_RGB = 1
+_CONTENT_FEATURE_PROPERTIES = 1
+_CONTENT_IMAGE_PROPERTIES = 2
+_PROCESS_UNIT_NORMALIZATION = 1
+
+# Field counts of the tables we write, as in metadata_schema.fbs 1.5.0 (readers of any version accept
+# vtables that are shorter or longer than they know).
+_N_FIELDS = {
+    "AssociatedFile": 5,
+    "ImageProperties": 2,
+    "FeatureProperties": 0,
+    "Content": 3,
+    "NormalizationOptions": 2,
+    "ProcessUnit": 2,
+    "Stats": 2,
+    "TensorMetadata": 7,
+    "SubGraphMetadata": 10,
+    "ModelMetadata": 8,
+}
+
+# Fixed ZIP entry attributes, so the same inputs give byte-identical files on every OS and day.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_ZIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# What str.splitlines() breaks on, so a label file stays one label per line for every reader.
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+_BUFFER_ALIGN = 16  # TFLite wants tensor data 16-byte aligned; the object API's Pack does not ensure it.
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+def add_metadata(
+    tflite_bytes,
+    *,
+    labels,
+    mean,
+    std,
+    name,
+    description,
+    extra_files=None,
+    cbr_info=None,
+    source="the model",
+):
+    """Return a copy of a ``.tflite`` image classifier with TFLite metadata and associated files.
+
+    The model must have one input, an RGB image tensor ``(1, H, W, 3)`` of float32 or uint8, and one
+    output, a float32 score tensor ``(1, len(labels))``. Any metadata and associated files the model
+    already has are replaced.
+
+    Args:
+        tflite_bytes: the model file's bytes.
+        labels: one class name per output score, in order; each non-empty and on one line.
+        mean, std: per-channel (3 values, or 1 for all channels) normalisation, ``(x - mean) / std``.
+        name, description: shown by metadata viewers (Netron, MediaPipe's displayer).
+        extra_files: more files to pack, ``{file name: bytes}`` (e.g. ``{"index.npz": ...}``).
+        cbr_info: JSON-serialisable dict stored as ``cbr.json`` (how the model was built).
+        source: how to name the model in error messages (e.g. its path).
+
+    Returns:
+        The new model's bytes. The same inputs always give the same bytes.
+
+    Raises:
+        CbrError: the model is not such a classifier, or an argument is invalid.
+    """
+    extra_files = dict(extra_files or {})
+    labels = _check_labels(labels)
+    model = _parse_model(tflite_bytes, source)
+    try:
+        input_type, _ = _check_classifier(model, len(labels), source)
+    except _DAMAGE:
+        raise CbrError(f"{source} is not a cbr-lite model: the TFLite file is damaged") from None
+    mean = _check_floats(mean, "mean")
+    std = _check_floats(std, "std")
+    if len(mean) != len(std):
+        raise CbrError(f"mean has {len(mean)} value(s) but std has {len(std)}: give 3 of each (or 1 of each)")
+    if any(s <= 0 for s in std):
+        raise CbrError(f"std must be positive, got {std}")
+
+    files = {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")}
+    if cbr_info is not None:
+        try:
+            text = json.dumps(cbr_info, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise CbrError(f"cbr_info cannot be stored as JSON: {error}") from None
+        files[CBR_INFO_FILE] = (text + "\n").encode("utf-8")
+    for file_name, data in sorted(extra_files.items()):
+        if not isinstance(file_name, str) or not _ZIP_NAME.match(file_name):
+            raise CbrError(
+                f"associated file name {file_name!r} is not allowed: use letters, digits, '.', '_', '-'"
+            )
+        if file_name in files:
+            raise CbrError(f"associated file name {file_name!r} is reserved by cbr-lite: rename it")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CbrError(f"associated file {file_name!r} must be bytes, got {type(data).__name__}")
+        files[file_name] = bytes(data)
+
+    metadata = _build_metadata(
+        name=str(name),
+        description=str(description),
+        mean=mean,
+        std=std,
+        uint8_input=input_type == tfl.TensorType.UINT8,
+        extra_names=sorted(n for n in files if n != LABELS_FILE),
+    )
+    try:
+        model_bytes = _pack_model_with_metadata(model, metadata)
+    except _DAMAGE:
+        raise CbrError(f"{source} is not a cbr-lite model: the TFLite file is damaged") from None
+    return _append_zip(model_bytes, files)
+
+
+def _check_labels(labels):
+    if isinstance(labels, str):
+        raise CbrError("labels must be a list of class names, not one string")
+    labels = list(labels)
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            raise CbrError(f"label {i} is empty (or not a string): every class needs a name")
+        if any(character in _LINE_BREAKS for character in label):
+            raise CbrError(f"label {i} ({label!r}) has a line break: class names must be one line")
+    return labels
+
+
+def _check_floats(values, what):
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise CbrError(f"{what} must be 1 or 3 numbers, got {values!r}") from None
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise CbrError(f"{what} must be 1 or 3 finite numbers, got {values}")
+    return values
+
+
+def _check_classifier(model, num_labels, source):
+    """Checks the model is one image in, one score vector out; returns (input type, output type)."""
+    if model.SubgraphsLength() < 1:
+        raise CbrError(f"{source} is not a cbr-lite model: it has no subgraph")
+    graph = model.Subgraphs(0)
+    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
+        raise CbrError(
+            f"{source} has {graph.InputsLength()} inputs and {graph.OutputsLength()} outputs: "
+            "an image classifier needs exactly one of each"
+        )
+    image = graph.Tensors(graph.Inputs(0))
+    scores = graph.Tensors(graph.Outputs(0))
+    shape = _shape(image)
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape[1:3]) < 1:
+        raise CbrError(f"{source} takes input of shape {shape}: expected one RGB image (1, H, W, 3)")
+    if image.Type() not in (tfl.TensorType.FLOAT32, tfl.TensorType.UINT8):
+        raise CbrError(f"{source} takes {_type_name(image.Type())} images: expected float32 or uint8")
+    out_shape = _shape(scores)
+    if len(out_shape) != 2 or out_shape[0] != 1:
+        raise CbrError(f"{source} outputs shape {out_shape}: expected scores (1, num_classes)")
+    if scores.Type() != tfl.TensorType.FLOAT32:
+        raise CbrError(f"{source} outputs {_type_name(scores.Type())} scores: expected float32")
+    if out_shape[1] != num_labels:
+        raise CbrError(f"{source} outputs {out_shape[1]} scores but {num_labels} labels were given")
+    return image.Type(), scores.Type()
+
+
+def _build_metadata(*, name, description, mean, std, uint8_input, extra_names):
+    """Builds the ``ModelMetadata`` FlatBuffer (identifier M001) by hand."""
+    b = flatbuffers.Builder(1024)
+
+    # Children are written before their parents: a FlatBuffer is built back to front.
+    if uint8_input:
+        low, high = [0.0], [255.0]
+    else:
+        low = [(0.0 - m) / s for m, s in zip(mean * (3 // len(mean)), std * (3 // len(std)))]
+        high = [(255.0 - m) / s for m, s in zip(mean * (3 // len(mean)), std * (3 // len(std)))]
+    image_props = _table(b, "ImageProperties", [(0, "int8", _COLOR_SPACE_RGB)])
+    image_content = _table(
+        b, "Content", [(0, "uint8", _CONTENT_IMAGE_PROPERTIES), (1, "offset", image_props)]
+    )
+    norm = _table(b, "NormalizationOptions", [(0, "offset", _floats(b, mean)), (1, "offset", _floats(b, std))])
+    unit = _table(b, "ProcessUnit", [(0, "uint8", _PROCESS_UNIT_NORMALIZATION), (1, "offset", norm)])
+    image_stats = _table(b, "Stats", [(0, "offset", _floats(b, high)), (1, "offset", _floats(b, low))])
+    image_md = _table(
+        b,
+        "TensorMetadata",
+        [
+            (0, "offset", b.CreateString("image")),
+            (1, "offset", b.CreateString("RGB image, normalised as (pixel - mean) / std.")),
+            (3, "offset", image_content),
+            (4, "offset", _offsets(b, [unit])),
+            (5, "offset", image_stats),
+        ],
+    )
+
+    labels_file = _associated_file(b, LABELS_FILE, "Class names, one per score.", _FILE_TYPE_TENSOR_AXIS_LABELS)
+    features = _table(b, "FeatureProperties", [])
+    score_content = _table(
+        b, "Content", [(0, "uint8", _CONTENT_FEATURE_PROPERTIES), (1, "offset", features)]
+    )
+    scores_md = _table(
+        b,
+        "TensorMetadata",
+        [
+            (0, "offset", b.CreateString("scores")),
+            (1, "offset", b.CreateString("One score per class; the highest is the prediction.")),
+            (3, "offset", score_content),
+            (6, "offset", _offsets(b, [labels_file])),
+        ],
+    )
+    subgraph = _table(
+        b,
+        "SubGraphMetadata",
+        [(2, "offset", _offsets(b, [image_md])), (3, "offset", _offsets(b, [scores_md]))],
+    )
+
+    extra = [_associated_file(b, n, "cbr-lite data", _FILE_TYPE_UNKNOWN) for n in extra_names]
+    fields = [
+        (0, "offset", b.CreateString(name)),
+        (1, "offset", b.CreateString(description)),
+        (3, "offset", _offsets(b, [subgraph])),
+        (7, "offset", b.CreateString(MIN_PARSER_VERSION)),
+    ]
+    if extra:
+        fields.append((6, "offset", _offsets(b, extra)))
+    root = _table(b, "ModelMetadata", fields)
+    b.Finish(root, file_identifier=METADATA_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def _table(b, table_name, fields):
+    """Writes one table; `fields` are (slot, kind, value) with kind 'offset', 'int8' or 'uint8'."""
+    b.StartObject(_N_FIELDS[table_name])
+    for slot, kind, value in fields:
+        if kind == "offset":
+            b.PrependUOffsetTRelativeSlot(slot, value, 0)
+        elif kind == "int8":
+            b.PrependInt8Slot(slot, value, 0)
+        else:
+            b.PrependUint8Slot(slot, value, 0)
+    return b.EndObject()
+
+
+def _associated_file(b, file_name, description, file_type):
+    name_offset = b.CreateString(file_name)
+    description_offset = b.CreateString(description)
+    return _table(
+        b,
+        "AssociatedFile",
+        [(0, "offset", name_offset), (1, "offset", description_offset), (2, "int8", file_type)],
+    )
+
+
+def _floats(b, values):
+    b.StartVector(4, len(values), 4)
+    for value in reversed(values):
+        b.PrependFloat32(value)
+    return b.EndVector()
+
+
+def _offsets(b, offsets):
+    b.StartVector(4, len(offsets), 4)
+    for offset in reversed(offsets):
+        b.PrependUOffsetTRelative(offset)
+    return b.EndVector()
+
+
+class _AlignedBuffer:
+    """A model buffer that packs its bytes 16-byte aligned, as the TFLite converter writes them."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def Pack(self, builder):  # noqa: N802 - the name the generated ModelT.Pack calls
+        data_offset = None
+        if self.data is not None:
+            payload = bytes(self.data)
+            builder.StartVector(1, len(payload), _BUFFER_ALIGN)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            data_offset = builder.EndVector()
+        tfl.BufferStart(builder)
+        if data_offset is not None:
+            tfl.BufferAddData(builder, data_offset)
+        return tfl.BufferEnd(builder)
+
+
+def _pack_model_with_metadata(model, metadata):
+    """Rebuilds the model FlatBuffer with `metadata` in its TFLITE_METADATA buffer."""
+    model_t = tfl.ModelT.InitFromObj(model)
+    buffers = model_t.buffers or []
+    if any((buf.offset or 0) > 1 for buf in buffers):
+        raise CbrError("models that keep weights outside the FlatBuffer (over 2 GB) are not supported")
+    model_t.metadata = model_t.metadata or []
+    entry = next((m for m in model_t.metadata if m.name == METADATA_NAME.encode()), None)
+    if entry is None:
+        entry = tfl.MetadataT()
+        entry.name = METADATA_NAME
+        entry.buffer = len(buffers)
+        buffers.append(tfl.BufferT())
+        model_t.metadata.append(entry)
+    buffers[entry.buffer].data = metadata
+    model_t.buffers = [_AlignedBuffer(buf.data) for buf in buffers]
+    size = sum(len(buf.data) for buf in buffers if buf.data is not None)
+    b = flatbuffers.Builder(size + 65536)
+    b.Finish(model_t.Pack(b), file_identifier=MODEL_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def _append_zip(model_bytes, files):
+    """Appends `files` as an uncompressed ZIP; offsets count from the start of the whole file."""
+    stream = io.BytesIO()
+    stream.write(model_bytes)
+    # Mode "w" on a stream positioned at the end writes there with offsets from the start of the file,
+    # as the official populator's mode "a" does; "a" would also search the weights for a ZIP end record.
+    with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file_name in sorted(files):
+            info = zipfile.ZipInfo(file_name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # Unix, whatever OS writes it
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, files[file_name])
+    return stream.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+def read_metadata(tflite_bytes, *, source="the model"):
+    """Read a cbr-lite model's metadata back (or any TFLite image classifier's, e.g. from Model Maker).
+
+    Returns:
+        A dict with ``name``, ``description``, ``labels`` (list of str), ``mean`` and ``std`` (lists of
+        float), ``input_size`` ``(height, width)``, ``input_dtype`` ("float32" or "uint8"),
+        ``num_classes``, ``min_parser_version``, ``associated_files`` (sorted names packed in the model)
+        and ``cbr_info`` (the parsed ``cbr.json``, or None).
+
+    Raises:
+        CbrError: not a TFLite model, no image-classifier metadata, or a damaged file.
+
+    Example::
+
+        info = read_metadata(Path("pets.tflite").read_bytes(), source="pets.tflite")
+        info["labels"], info["mean"], info["std"], info["input_size"]   # (['cat', 'dog'], ...)
+    """
+    try:
+        return _read_metadata(tflite_bytes, source)
+    except _DAMAGE:
+        raise CbrError(f"{source} is damaged: its TFLite metadata or packed files cannot be read") from None
+
+
+def read_associated_file(tflite_bytes, name, *, source="the model"):
+    """Return the bytes of file `name` packed in the model (e.g. ``"labels.txt"``, ``"index.npz"``).
+
+    Raises:
+        CbrError: not a TFLite model, no packed files, no file of that name, or a damaged file.
+    """
+    _parse_model(tflite_bytes, source)
+    archive = _open_zip(tflite_bytes, source)
+    try:
+        with archive:
+            if name not in archive.namelist():
+                raise CbrError(f"{source} has no packed file {name!r}; it has {sorted(archive.namelist())}")
+            return archive.read(name)
+    except _DAMAGE:
+        raise CbrError(f"{source} is damaged: its packed file {name!r} cannot be read") from None
+
+
+# Errors that reading a damaged FlatBuffer or ZIP raises: the Python FlatBuffers code has no verifier,
+# so a flipped byte shows up as a bad offset, a short buffer or an impossible value.
+_DAMAGE = (
+    AttributeError, EOFError, IndexError, KeyError, NotImplementedError, OverflowError, TypeError,
+    ValueError, struct.error, zipfile.BadZipFile, zlib.error,
+)
+
+
+def _read_metadata(tflite_bytes, source):
+    model = _parse_model(tflite_bytes, source)
+    root = _metadata_root(model, source)
+    subgraphs = _table_vector(root, 3)
+    inputs = _table_vector(subgraphs[0], 2) if subgraphs else []
+    outputs = _table_vector(subgraphs[0], 3) if subgraphs else []
+    mean = std = None
+    for unit in _table_vector(inputs[0], 4) if inputs else []:
+        if _scalar(unit, 0, "B") == _PROCESS_UNIT_NORMALIZATION:
+            norm = _sub_table(unit, 1)
+            mean, std = _float_vector(norm, 0), _float_vector(norm, 1)
+    label_names = [
+        _string(f, 0)
+        for f in (_table_vector(outputs[0], 6) if outputs else [])
+        if _scalar(f, 2, "b") == _FILE_TYPE_TENSOR_AXIS_LABELS
+    ]
+    if not mean or not std or not label_names:
+        raise CbrError(
+            f"{source} has TFLite metadata but not an image classifier's (normalisation and labels.txt)"
+        )
+
+    packed = _zip_names(tflite_bytes, source)
+    labels_text = read_associated_file(tflite_bytes, label_names[0], source=source).decode("utf-8")
+    # One label per line; a final newline ends the last line (MediaPipe reads it the same way), and a
+    # "\r" before it comes from files written on Windows.
+    labels = [line.removesuffix("\r") for line in labels_text.split("\n")]
+    if labels[-1] == "":
+        labels.pop()
+    graph = model.Subgraphs(0)
+    image = graph.Tensors(graph.Inputs(0))
+    shape = _shape(image)
+    scores_shape = _shape(graph.Tensors(graph.Outputs(0)))
+    if not scores_shape or scores_shape[-1] != len(labels):
+        raise CbrError(
+            f"{source} has {len(labels)} labels in {label_names[0]} but its output has shape {scores_shape}: "
+            "the labels do not fit the model"
+        )
+    cbr_info = None
+    if CBR_INFO_FILE in packed:
+        cbr_info = json.loads(read_associated_file(tflite_bytes, CBR_INFO_FILE, source=source))
+    return {
+        "name": _string(root, 0) or "",
+        "description": _string(root, 1) or "",
+        "min_parser_version": _string(root, 7) or "",
+        "labels": labels,
+        "mean": mean,
+        "std": std,
+        "input_size": (shape[1], shape[2]) if len(shape) == 4 else None,
+        "input_dtype": _type_name(image.Type()),
+        "num_classes": len(labels),
+        "associated_files": packed,
+        "cbr_info": cbr_info,
+    }
+
+
+def _open_zip(tflite_bytes, source):
+    try:
+        return zipfile.ZipFile(io.BytesIO(tflite_bytes))
+    except zipfile.BadZipFile:
+        raise CbrError(f"{source} has no packed files (labels.txt, ...): add metadata with cbr-lite") from None
+
+
+def _zip_names(tflite_bytes, source):
+    with _open_zip(tflite_bytes, source) as archive:
+        return sorted(archive.namelist())
+
+
+def _parse_model(tflite_bytes, source):
+    """Returns the root ``Model`` table, or raises CbrError for anything that is not a TFLite file."""
+    if not isinstance(tflite_bytes, (bytes, bytearray)):
+        raise CbrError(f"{source} must be given as bytes, got {type(tflite_bytes).__name__}")
+    data = bytes(tflite_bytes)
+    if len(data) < 16 or data[4:8] != MODEL_IDENTIFIER:
+        raise CbrError(f"{source} is not a cbr-lite model: not a TFLite file (no 'TFL3' identifier)")
+    try:
+        model = tfl.Model.GetRootAs(data, 0)
+        model.SubgraphsLength()
+        model.BuffersLength()
+    except (IndexError, struct.error):
+        raise CbrError(f"{source} is not a cbr-lite model: the TFLite file is damaged") from None
+    return model
+
+
+def _metadata_root(model, source):
+    """Returns the ModelMetadata table stored in the model's TFLITE_METADATA buffer."""
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == METADATA_NAME.encode():
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            if isinstance(data, int):  # the generated code returns 0 for an empty buffer
+                break
+            data = data.tobytes()
+            if len(data) < 8 or data[4:8] != METADATA_IDENTIFIER:
+                break
+            return Table(data, struct.unpack_from("<I", data, 0)[0])
+    raise CbrError(f"{source} is not a cbr-lite model: it has no TFLite metadata (make it with cbr-lite)")
+
+
+def _field(tab, slot):
+    return tab.Offset(4 + 2 * slot)
+
+
+def _string(tab, slot):
+    offset = _field(tab, slot)
+    return tab.String(offset + tab.Pos).decode("utf-8") if offset else None
+
+
+def _scalar(tab, slot, fmt):
+    offset = _field(tab, slot)
+    return struct.unpack_from("<" + fmt, tab.Bytes, tab.Pos + offset)[0] if offset else 0
+
+
+def _sub_table(tab, slot):
+    offset = _field(tab, slot)
+    return Table(tab.Bytes, tab.Indirect(tab.Pos + offset)) if offset else None
+
+
+def _table_vector(tab, slot):
+    offset = _field(tab, slot)
+    if not offset:
+        return []
+    start, length = tab.Vector(offset), tab.VectorLen(offset)
+    if start + 4 * length > len(tab.Bytes):
+        raise IndexError("vector runs past the end of the buffer")
+    return [Table(tab.Bytes, tab.Indirect(start + 4 * i)) for i in range(length)]
+
+
+def _float_vector(tab, slot):
+    offset = _field(tab, slot)
+    if not offset:
+        return []
+    n = tab.VectorLen(offset)
+    return list(struct.unpack_from(f"<{n}f", tab.Bytes, tab.Vector(offset)))
+
+
+def _shape(tensor):
+    return [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+
+
+def _type_name(tensor_type):
+    names = {v: k.lower() for k, v in vars(tfl.TensorType).items() if not k.startswith("_")}
+    return names.get(tensor_type, f"type {tensor_type}")
