@@ -3,8 +3,8 @@
 >>> import numpy as np
 >>> index = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
 >>> head = build_retrieval_head(index, image_labels=[0, 1, 0], num_classes=2)
->>> head.predict_on_batch(np.array([[3.0, 0.1]])).round(3).tolist()
-[[0.999, 0.033]]
+>>> print(head.predict_on_batch(np.array([[3.0, 0.1]])).round(3))
+[[0.999 0.033]]
 """
 
 from __future__ import annotations

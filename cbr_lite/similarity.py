@@ -23,8 +23,8 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     A zero row has no direction, so it cannot be matched by cosine similarity: it raises
     :class:`CbrError` naming the row rather than silently becoming NaN.
 
-    >>> l2_normalize(np.array([[3.0, 4.0]])).tolist()
-    [[0.6, 0.8]]
+    >>> print(l2_normalize(np.array([[3.0, 4.0]])))
+    [[0.6 0.8]]
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     squeeze = vectors.ndim == 1
