@@ -64,13 +64,15 @@ def class_grid(image_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, 
     if empty.size:
         raise CbrError(f"class {int(empty[0])} has no index images; every class needs at least one")
     shots = int(counts.max())
-    members = np.empty((num_classes, shots), dtype=np.int32)
+    # One stable sort instead of a scan of all labels per class: O(n log n), not O(n * classes), so
+    # 50,000 classes take milliseconds rather than minutes. Stable keeps each class's images in order.
+    order = np.argsort(image_labels, kind="stable")
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(len(order)) - np.repeat(starts, counts)
+    members = np.repeat(order[starts][:, None], shots, axis=1).astype(np.int32)
     mask = np.zeros((num_classes, shots), dtype=np.float32)
-    for c in range(num_classes):
-        positions = np.flatnonzero(image_labels == c)
-        members[c] = positions[0]
-        members[c, : len(positions)] = positions
-        mask[c, : len(positions)] = 1.0
+    members[image_labels[order], rank] = order
+    mask[image_labels[order], rank] = 1.0
     return members, mask
 
 
