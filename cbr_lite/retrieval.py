@@ -40,6 +40,10 @@ def check_index(index_embeddings: np.ndarray, image_labels, num_classes: int | N
     image_labels = np.asarray(image_labels)
     if index_embeddings.ndim != 2 or len(index_embeddings) == 0:
         raise CbrError(f"index embeddings must be a non-empty (images, dim) array, got shape {index_embeddings.shape}")
+    if image_labels.ndim != 1:
+        raise CbrError(
+            f"image labels must be a flat list of class numbers, got an array of shape {image_labels.shape}"
+        )
     if image_labels.shape != (len(index_embeddings),):
         raise CbrError(f"{len(index_embeddings)} index embeddings but {image_labels.size} image labels")
     if not np.issubdtype(image_labels.dtype, np.integer) or image_labels.min() < 0:

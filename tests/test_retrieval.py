@@ -1,0 +1,112 @@
+"""Assembled retrieval heads and classifiers: the NumPy reference, index checks, .keras round trips."""
+
+import keras
+import numpy as np
+import pytest
+
+from cbr_lite.errors import CbrError
+from cbr_lite.retrieval import build_classifier, build_retrieval_head, check_index, nearest_neighbour_layer
+from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize
+
+# Unequal shots per class (3, 1, 4), labels not grouped.
+LABELS = np.array([2, 0, 1, 2, 0, 2, 0, 2])
+
+
+@pytest.fixture(scope="module")
+def index():
+    return np.random.default_rng(0).normal(size=(len(LABELS), 6)).astype(np.float32) * 5
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32)
+
+
+def test_nearest_neighbour_layer_gives_cosine_similarities(index, queries):
+    layer = nearest_neighbour_layer(index)
+    assert layer.bias is None and not layer.trainable
+    np.testing.assert_allclose(layer.get_weights()[0], l2_normalize(index).T)
+    scores = np.asarray(layer(l2_normalize(queries)))
+    np.testing.assert_allclose(scores, cosine_similarity(queries, index), atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "mean", "topk:2", "topk:5"])
+def test_head_equals_the_numpy_reference(index, queries, aggregation):
+    head = build_retrieval_head(index, LABELS, aggregation=aggregation)
+    expected = class_scores(cosine_similarity(queries, index), LABELS, 3, aggregation)
+    np.testing.assert_allclose(head.predict_on_batch(queries), expected, atol=1e-6)
+    assert not head.trainable_weights
+
+
+def test_per_class_reference_head_gives_the_same_scores(index, queries):
+    ours = build_retrieval_head(index, LABELS)
+    reference = build_retrieval_head(index, LABELS, per_class_ops=True)
+    np.testing.assert_array_equal(ours.predict_on_batch(queries), reference.predict_on_batch(queries))
+
+
+def test_per_class_reference_head_supports_only_max(index):
+    with pytest.raises(CbrError, match="only max"):
+        build_retrieval_head(index, LABELS, aggregation="mean", per_class_ops=True)
+
+
+@pytest.mark.parametrize("per_class_ops", [False, True])
+def test_zero_query_gives_zero_scores_not_nan(index, per_class_ops):
+    scores = build_retrieval_head(index, LABELS, per_class_ops=per_class_ops).predict_on_batch(np.zeros((1, 6)))
+    assert np.all(np.isfinite(scores)) and not scores.any()
+
+
+def test_the_query_length_does_not_matter(index, queries):
+    head = build_retrieval_head(index, LABELS, aggregation="topk:2")
+    np.testing.assert_allclose(head.predict_on_batch(queries * 1e-6), head.predict_on_batch(queries * 1e6), atol=1e-6)
+
+
+@pytest.mark.parametrize("aggregation, per_class_ops", [("max", False), ("topk:3", False), ("max", True)])
+def test_head_saves_and_loads_in_safe_mode(tmp_path, index, queries, aggregation, per_class_ops):
+    head = build_retrieval_head(index, LABELS, aggregation=aggregation, per_class_ops=per_class_ops)
+    head.save(tmp_path / "head.keras")
+    loaded = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict_on_batch(queries), head.predict_on_batch(queries))
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in head.layers]
+
+
+def test_num_classes_may_be_given_and_must_cover_every_class(index):
+    assert build_retrieval_head(index, LABELS, num_classes=3).output_shape == (None, 3)
+    with pytest.raises(CbrError, match="class 3 has no index images"):
+        build_retrieval_head(index, LABELS, num_classes=4)
+    with pytest.raises(CbrError, match="only 2 classes"):
+        build_retrieval_head(index, LABELS, num_classes=2)
+
+
+@pytest.mark.parametrize("embeddings, labels, message", [
+    (np.ones((3, 4)), [0, 0, 0], "at least two classes"),
+    (np.zeros((0, 4)), [], "non-empty"),
+    (np.ones(4), [0, 1, 0, 1], "non-empty \\(images, dim\\)"),
+    (np.ones((3, 4)), [0, 1], "3 index embeddings but 2 image labels"),
+    (np.ones((2, 4)), [[0, 1]], "flat list of class numbers, got an array of shape \\(1, 2\\)"),
+    (np.ones((2, 4)), [0.0, 1.0], "class numbers"),
+    (np.ones((2, 4)), [-1, 1], "class numbers"),
+    (np.ones((2, 4)), ["a", "b"], "class numbers"),
+])
+def test_check_index_refuses_bad_indexes(embeddings, labels, message):
+    with pytest.raises(CbrError, match=message):
+        check_index(embeddings, labels)
+
+
+def test_check_index_returns_float32_embeddings_and_int_labels():
+    embeddings, labels, num_classes = check_index(np.ones((3, 2), dtype=np.float64), [1, 0, 1])
+    assert embeddings.dtype == np.float32 and labels.dtype == np.int32 and num_classes == 2
+
+
+def test_classifier_is_embedder_then_head(tiny_test_embedder):
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8) for _ in range(5)]
+    index = tiny_test_embedder.embed(images[:4])
+    classifier = build_classifier(tiny_test_embedder, index, [0, 1, 1, 0], aggregation="mean")
+    batch = tiny_test_embedder.preprocess(images)
+    assert classifier.input_shape == (None, 16, 16, 3)
+    expected = class_scores(cosine_similarity(tiny_test_embedder.embed(images), index), [0, 1, 1, 0], 2, "mean")
+    np.testing.assert_allclose(classifier.predict_on_batch(batch), expected, atol=1e-5)
+    # An index image matches itself best: its own class wins under max.
+    maxed = build_classifier(tiny_test_embedder, index, [0, 1, 1, 0]).predict_on_batch(batch[:4])
+    assert maxed.argmax(axis=1).tolist() == [0, 1, 1, 0]
+    np.testing.assert_allclose(maxed.max(axis=1), 1.0, atol=1e-5)
