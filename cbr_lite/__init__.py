@@ -1,7 +1,13 @@
 """cbr-lite: classification by retrieval, taught in notebooks and shipped as TFLite models.
 
-The public names, grouped by the idea they belong to (one module each):
+The public names, grouped by the idea they belong to (one module each).
 """
+
+# TensorFlow writes start-up lines to stderr even at TF_CPP_MIN_LOG_LEVEL=3; import it first, quietly,
+# so that the CLI and the notebooks (whose stderr nbval compares) stay clean.
+from cbr_lite.notebook import import_tensorflow_quietly
+
+import_tensorflow_quietly()
 
 from cbr_lite.albums import Albums, expand_inputs, find_albums, load_albums
 from cbr_lite.embedders import DEFAULT_EMBEDDER, Embedder, available_embedders, load_embedder
