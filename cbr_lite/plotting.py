@@ -227,3 +227,79 @@ def draw_model(model, title: str | None = None, width: float = 4.2, row_height: 
         axis.set_title(title)
     figure.tight_layout()
     return figure
+
+
+# Figures of notebooks 04-05 (evaluation, "unknown" thresholds, exported-model comparisons).
+
+
+def show_bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
+              errors: Sequence[float] | None = None, value_format: str = "{:.2f}", reference: float | None = None,
+              reference_label: str = "", size: tuple[float, float] = (6.0, 3.5)):
+    """One bar per label, each with its value written on top (and an error bar when ``errors`` is given).
+
+    ``reference`` (optional) draws a dashed horizontal line, e.g. chance accuracy, named ``reference_label``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(labels) != len(values):
+        raise ValueError(f"{len(labels)} labels but {len(values)} values")
+    figure, axis = plt.subplots(figsize=size)
+    positions = np.arange(len(values))
+    bars = axis.bar(positions, values, yerr=errors, capsize=4 if errors is not None else 0, color="#4a6fa5")
+    for bar, value in zip(bars, values):
+        axis.annotate(value_format.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    if reference is not None:
+        axis.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label or None)
+        if reference_label:
+            axis.legend(loc="upper left", fontsize=8)
+    axis.set_xticks(positions, [str(label) for label in labels], fontsize=8)
+    axis.set_ylim(0, max(float(values.max()) * 1.18, reference * 1.1 if reference else 0) or 1.0)
+    axis.set_title(title)
+    axis.set_ylabel(ylabel)
+    figure.tight_layout()
+    return figure
+
+
+def show_score_histograms(known_best: np.ndarray, unknown_best: np.ndarray, threshold: float | None = None,
+                          title: str = "Best class score", bins: int = 25):
+    """Histograms of the best class score for queries of indexed ("known") and other ("unknown") classes,
+    on the same bins, with the chosen threshold as a vertical line (queries left of it are rejected)."""
+    known_best, unknown_best = np.asarray(known_best), np.asarray(unknown_best)
+    edges = np.histogram_bin_edges(np.concatenate([known_best, unknown_best]), bins=bins)
+    figure, axis = plt.subplots(figsize=(6.0, 3.5))
+    axis.hist(known_best, bins=edges, alpha=0.6, color=CORRECT_COLOUR, label=f"known classes ({known_best.size})")
+    axis.hist(unknown_best, bins=edges, alpha=0.6, color=WRONG_COLOUR, label=f"unknown classes ({unknown_best.size})")
+    if threshold is not None:
+        axis.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3f}")
+    axis.legend(fontsize=8)
+    axis.set_title(title)
+    axis.set_xlabel("best class score (cosine similarity)")
+    axis.set_ylabel("queries")
+    figure.tight_layout()
+    return figure
+
+
+def show_acceptance_curve(unknown_accepted: np.ndarray, known_accepted: np.ndarray,
+                          chosen: tuple[float, float] | None = None, chosen_label: str = "chosen threshold",
+                          title: str = "Accepting known vs unknown queries"):
+    """The ROC-style curve of an "unknown" threshold: fraction of unknown-class queries accepted (x)
+    against fraction of known-class queries accepted (y), one point per threshold.
+
+    ``chosen`` (optional) is the ``(unknown accepted, known accepted)`` point of the chosen threshold. A
+    perfect score separates the two sets (the curve passes through the top-left corner); a useless one
+    follows the diagonal.
+    """
+    figure, axis = plt.subplots(figsize=(4.5, 4.2))
+    axis.plot(unknown_accepted, known_accepted, color="#4a6fa5", drawstyle="steps-post", label="thresholds")
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="no better than chance")
+    if chosen is not None:
+        axis.plot(*chosen, "o", color="black", label=chosen_label)
+    axis.set_xlim(-0.02, 1.02)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_aspect("equal")
+    axis.legend(loc="lower right", fontsize=8)
+    axis.set_title(title)
+    axis.set_xlabel("unknown-class queries accepted (false alarms)")
+    axis.set_ylabel("known-class queries accepted")
+    figure.tight_layout()
+    return figure
