@@ -380,7 +380,7 @@ def _colour_images():
 @pytest.mark.parametrize("mode", ["float32", "dynamic"])
 def test_mediapipe_image_classifier_agrees_with_litert(keras_model, float_model, mode, tmp_path):
     """MediaPipe loads the file as written, normalises with our mean/std and names the classes as we do."""
-    import mediapipe as mp
+    mp = pytest.importorskip("mediapipe")
 
     network = float_model if mode == "float32" else _convert(keras_model, mode)
     labelled = add_metadata(network, labels=LABELS, mean=MP_MEAN, std=MP_STD, name="n", description=mode)
@@ -408,7 +408,7 @@ def test_mediapipe_image_classifier_agrees_with_litert(keras_model, float_model,
 def test_mediapipe_needs_one_mean_and_std_for_all_channels(with_metadata):
     """Per-channel normalisation is valid metadata (the Task Library uses it) but mediapipe 1.2.2 refuses it:
     its C++ image preprocessing has a TODO there. If a newer MediaPipe accepts it, it must agree with us."""
-    import mediapipe as mp
+    mp = pytest.importorskip("mediapipe")
 
     try:
         classifier = _mediapipe_classifier(with_metadata)
@@ -421,3 +421,32 @@ def test_mediapipe_needs_one_mean_and_std_for_all_channels(with_metadata):
         result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
     scores = sorted(result.classifications[0].categories, key=lambda c: c.index)
     np.testing.assert_allclose([c.score for c in scores], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_mediapipe_classifies_a_cbr_lite_model_as_litert_does(quantize):
+    """A whole cbr-lite classifier file (retrieval layers, cbr.json, index.npz) from the builder, unchanged."""
+    mp = pytest.importorskip("mediapipe")
+    import tiny_embedder
+
+    from cbr_lite.builder import Classifier, classifier_file_from_index
+
+    embedder = tiny_embedder.load_tiny_embedder()
+    names = sorted(tiny_embedder.COLOURS)
+    index = [tiny_embedder.colour_image(tiny_embedder.COLOURS[n], seed=10 * c + s) for c, n in enumerate(names)
+             for s in range(3)]
+    embeddings = embedder.model.predict_on_batch(embedder.preprocess(index))
+    data = classifier_file_from_index(embedder, embeddings, np.repeat(np.arange(3), 3), names, quantize=quantize)
+    # One query at the embedder's own input size (no resampling, so scores must match exactly), one not.
+    queries = [tiny_embedder.colour_image(tiny_embedder.COLOURS[n], seed=100 + c, size=size)
+               for c, n in enumerate(names) for size in [tiny_embedder.SIZE, (50, 31)]]
+    expected = Classifier(data).scores(queries)
+    with _mediapipe_classifier(data) as classifier:
+        for query, want in zip(queries, expected):
+            result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=query))
+            categories = sorted(result.classifications[0].categories, key=lambda c: c.index)
+            assert [c.category_name for c in categories] == names
+            got = np.array([c.score for c in categories])
+            assert np.argmax(got) == np.argmax(want)
+            atol = 1e-5 if query.shape[:2] == tiny_embedder.SIZE else 0.03
+            np.testing.assert_allclose(got, want, atol=atol)
