@@ -46,6 +46,8 @@ def load_image(path) -> np.ndarray:
         raise CbrError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CbrError(f"{path}: is a folder, not an image file") from None
+    except PermissionError:
+        raise CbrError(f"{path}: permission denied; make the file readable") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow refuses such sizes itself while reading the header, before our own check sees them.
         raise CbrError(
