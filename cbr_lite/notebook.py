@@ -12,6 +12,7 @@ Like handson-ml3's first cell, it checks the versions the notebooks were written
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -135,6 +136,29 @@ def stderr_silenced():
         yield
     finally:
         os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quietly():
+    """Hide everything a block prints: Python's stdout/stderr and C-level writes to file descriptors 1 and 2.
+
+    For library calls that talk although nobody asked (the TFLite converter prints where it saved a
+    temporary SavedModel, with object ids that change every run; LiteRT announces its XNNPACK delegate).
+
+    >>> with quietly():
+    ...     print("not shown")
+    """
+    sink = io.StringIO()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        with stderr_silenced(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        os.dup2(saved, 1)
         os.close(saved)
 
 

@@ -93,20 +93,25 @@ def _run(code: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_stderr_silenced_drops_c_level_writes_only_inside():
+def test_silencers_drop_python_and_c_level_writes_only_inside():
     # A bare cbr_lite package object lets cbr_lite.notebook load without TensorFlow (seconds saved).
     result = _run(f"""
         import os, sys, types
         package = types.ModuleType("cbr_lite")
         package.__path__ = [{str(ROOT / "cbr_lite")!r}]
         sys.modules["cbr_lite"] = package
-        from cbr_lite.notebook import stderr_silenced
+        from cbr_lite.notebook import quietly, stderr_silenced
         with stderr_silenced():
             os.write(2, b"hidden")
         os.write(2, b"shown")
+        with quietly():
+            print("python out"); print("python err", file=sys.stderr)
+            os.write(1, b"c out"); os.write(2, b"c err")
+        print("after", flush=True)
     """)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.endswith("shown") and "hidden" not in result.stderr
+    assert result.stderr == "shown"
+    assert result.stdout == "after\n"
 
 
 def test_the_first_notebook_cell_prints_nothing():
