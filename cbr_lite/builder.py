@@ -176,11 +176,14 @@ def build_classifier_file(albums, embedder=None, aggregation: str = "max", quant
     ``quantize``: ``none`` (float32), ``float16`` (half-size weights) or ``int8`` (the index as int8 with
     a scale per image, :mod:`cbr_lite.quantization`; the embedder's weights dynamic-range int8).
     """
+    from cbr_lite.albums import find_albums
     from cbr_lite.similarity import parse_aggregation
 
-    # Settle every option before the (slow) embedding, so a typo fails at once.
+    # Settle every option and the folder names before loading the embedder and embedding (both slow),
+    # so a typo fails at once.
     parse_aggregation(aggregation)
     _check_quantize(quantize)
+    check_class_names([name for name, _ in find_albums(albums)], albums)
     embedder = resolve_embedder(embedder)
     embeddings, labels, class_names = embed_albums(albums, embedder, on_bad_image, progress, warn)
     return classifier_file_from_index(embedder, embeddings, labels, class_names, aggregation, quantize)

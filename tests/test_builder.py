@@ -199,16 +199,19 @@ def test_int8_file_stores_the_index_as_row_scaled_int8(big_albums):
     np.testing.assert_array_equal(stored[0], expected)
 
 
-def test_option_typos_fail_before_embedding(albums, monkeypatch):
-    monkeypatch.setattr(builder, "embed_albums", lambda *a, **k: pytest.fail("embedded before checking options"))
+def test_option_typos_fail_before_loading_the_embedder(albums, monkeypatch):
+    monkeypatch.setattr(builder, "resolve_embedder", lambda *a, **k: pytest.fail("loaded before checking options"))
     with pytest.raises(CbrError, match="aggregation"):
         build_classifier_file(albums, TINY, aggregation="median")
     with pytest.raises(CbrError, match="quantisation"):
         build_classifier_file(albums, TINY, quantize="int4")
 
 
-def test_class_names_with_line_breaks_are_refused_before_embedding(tmp_path, monkeypatch):
+def test_class_names_with_line_breaks_are_refused_before_loading_the_embedder(tmp_path, monkeypatch):
     tiny_embedder.write_albums(tmp_path, {"a\nb": (1, 2, 3), "c": (3, 2, 1)}, per_class=1)
+    monkeypatch.setattr(builder, "resolve_embedder", lambda *a, **k: pytest.fail("loaded before checking names"))
+    with pytest.raises(CbrError, match="line break"):
+        build_classifier_file(tmp_path, TINY)
     monkeypatch.setattr(builder, "embed_paths", lambda *a, **k: pytest.fail("embedded before checking names"))
     with pytest.raises(CbrError, match="line break"):
         embed_albums(tmp_path, tiny_embedder.load_tiny_embedder())
