@@ -46,12 +46,20 @@ class LiteRTModel:
     def __init__(self, model, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.model_bytes = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+        where = f"{model}: " if isinstance(model, (str, Path)) else ""
+        try:
+            self.model_bytes = Path(model).read_bytes() if where else bytes(model)
+        except OSError as error:
+            raise CbrError(f"{where}cannot read the model file ({error.strerror or type(error).__name__})") from None
+        if not self.model_bytes:
+            raise CbrError(f"{where}the model is empty (0 bytes), not a TensorFlow Lite model")
         try:
             self.interpreter = Interpreter(model_content=self.model_bytes, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
-            raise CbrError(f"not a TensorFlow Lite model LiteRT can run ({str(error).splitlines()[0]})") from None
+            raise CbrError(
+                f"{where}not a TensorFlow Lite model LiteRT can run ({str(error).splitlines()[0]})"
+            ) from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
