@@ -115,9 +115,17 @@ def load_glyph_cnn(data_dir: Path | None = None) -> Embedder:
             f"{model_path}: the glyph-cnn weights are missing; run scripts/train_default_embedder.py "
             "or set CBR_LITE_DATA to the repository's data folder"
         )
-    info = json.loads(info_path.read_text())
-    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-    return Embedder("glyph-cnn", model, tuple(info["input_size"]), tuple(info["mean"]), tuple(info["std"]))
+    try:
+        info = json.loads(info_path.read_text())
+        input_size, mean, std = tuple(info["input_size"]), tuple(info["mean"]), tuple(info["std"])
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        # A git-lfs pointer or a half-copied file lands here rather than in a Keras traceback.
+        raise CbrError(
+            f"{folder}: the glyph-cnn files are damaged ({type(error).__name__}: {_first_line(error)}); "
+            "run scripts/train_default_embedder.py or restore data/embedders from the repository"
+        ) from None
+    return Embedder("glyph-cnn", model, input_size, mean, std)
 
 
 def load_mobilenet_v3_small(weights: str | None = "imagenet", input_size: int = 224) -> Embedder:
@@ -133,8 +141,8 @@ def load_mobilenet_v3_small(weights: str | None = "imagenet", input_size: int = 
         )
     except Exception as error:  # Keras raises several types for a failed download
         raise CbrError(
-            f"could not load MobileNet V3 Small weights ({type(error).__name__}); they need the internet "
-            f"the first time: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
+            f"could not load MobileNet V3 Small ({type(error).__name__}: {_first_line(error)}); its weights need "
+            f"the internet the first time: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
         ) from None
     # include_preprocessing=True: the model takes pixels in [0, 255] itself.
     return Embedder("mobilenet-v3-small", model, (input_size, input_size), (0.0,) * 3, (1.0,) * 3)
@@ -167,12 +175,17 @@ def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
         layer = HubFeatureVector(handle, name="hub_feature_vector")
     except Exception as error:
         raise CbrError(
-            f"could not load TF Hub model {handle!r} ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            f"could not load TF Hub model {handle!r} ({type(error).__name__}: {_first_line(error)}); "
             f"online handles need the internet: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
         ) from None
     image = keras.Input(shape=(input_size, input_size, 3), name="image")
     model = keras.Model(image, layer(image), name="hub_embedder")
     return Embedder(f"hub:{handle}", model, (input_size, input_size), (0.0,) * 3, (255.0,) * 3)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else "no message"
 
 
 register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained on rendered glyphs (64x64)")
