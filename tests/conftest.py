@@ -9,22 +9,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
-import tiny_embedder as tiny
 from PIL import Image
+
+# tiny_embedder (and with it TensorFlow) is imported inside the fixtures, so that test files which need
+# neither do not pay for importing them.
 
 
 @pytest.fixture(scope="session")
 def tiny_test_embedder():
     """The ``tiny-test`` embedder (16x16 input, 16-d output), registered with ``load_embedder``."""
+    import tiny_embedder
+
     from cbr_lite.embedders import load_embedder
 
-    return load_embedder(tiny.register())
+    return load_embedder(tiny_embedder.register())
 
 
 @pytest.fixture
 def colour_albums(tmp_path):
     """A folder of three class folders with three noisy PNG images each, in clearly different colours."""
-    return tiny.write_albums(tmp_path / "albums")
+    import tiny_embedder
+
+    return tiny_embedder.write_albums(tmp_path / "albums")
 
 
 @pytest.fixture
