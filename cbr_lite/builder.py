@@ -411,8 +411,6 @@ class Classifier:
     """
 
     def __init__(self, model, source: str | None = None):
-        from cbr_lite.export import LiteRTModel
-
         if isinstance(model, (str, Path)):
             source = source or str(model)
             model = read_model_file(model)
@@ -423,7 +421,7 @@ class Classifier:
         self.mean = np.float32(metadata["mean"])
         self.std = np.float32(metadata["std"])
         self.input_size = tuple(metadata["input_size"])
-        self.model = LiteRTModel(self.data)
+        self.model = _quiet_litert(self.data)
         self.uint8_input = np.dtype(self.model.input["dtype"]) == np.uint8
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
@@ -472,12 +470,19 @@ def read_model_file(path) -> bytes:
         raise CbrError(f"{path}: cannot read it ({error.strerror or error})") from None
 
 
+def _quiet_litert(data: bytes):
+    """A LiteRTModel, created without LiteRT's "Created TensorFlow Lite XNNPACK delegate" line on stderr."""
+    from cbr_lite.export import LiteRTModel
+    from cbr_lite.notebook import stderr_silenced
+
+    with stderr_silenced():
+        return LiteRTModel(data)
+
+
 def count_ops(data: bytes) -> list:
     """``[(op name, count), ...]`` of a .tflite model, in order of first use."""
-    from cbr_lite.export import LiteRTModel
-
     counts: dict = {}
-    for op in LiteRTModel(data).ops():
+    for op in _quiet_litert(data).ops():
         counts[op] = counts.get(op, 0) + 1
     return list(counts.items())
 
