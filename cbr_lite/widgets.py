@@ -45,6 +45,20 @@ UNKNOWN_LABEL = "unknown"
 # --------------------------------------------------------------------------------------------------
 
 
+def enable_widgets() -> bool:
+    """Let the widgets draw where they need a switch: in Google Colab, turn on its widget manager for
+    ipywidgets 8 (without it the tools show as text). Elsewhere nothing is needed. Returns True in Colab."""
+    from cbr_lite.notebook import in_colab
+
+    if not in_colab():
+        return False
+    from google.colab import output  # only importable inside Colab
+
+    output.enable_custom_widget_manager()
+    return True
+
+
+
 def upload_entry(name: str, content: bytes) -> dict:
     """One file as ``FileUpload.value`` holds it (ipywidgets 8), to simulate an upload in code.
 
@@ -524,6 +538,6 @@ class ThresholdExplorer(_Tool):
 
 __all__ = [
     "AlbumBuilder", "ClassifierPanel", "LiveScorer", "ThresholdExplorer", "aggregation_name", "album_counts",
-    "check_folder_name", "figure_png", "image_from_bytes", "image_png", "ranking", "save_uploads",
+    "check_folder_name", "enable_widgets", "figure_png", "image_from_bytes", "image_png", "ranking", "save_uploads",
     "scores_chart", "upload_entry", "uploaded_files",
 ]

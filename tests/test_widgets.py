@@ -250,3 +250,19 @@ def test_threshold_explorer_checks_its_inputs():
         widgets.ThresholdExplorer(np.ones((2, 3)), ["a", "b"], ["q1", "q2"])
     with pytest.raises(CbrError, match="2 queries but 1 names"):
         widgets.ThresholdExplorer(np.ones((2, 2)), ["a", "b"], ["q1"])
+
+
+def test_enable_widgets_turns_on_colabs_widget_manager_only_in_colab(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert widgets.enable_widgets() is False
+    calls = []
+    output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("on"))
+    colab = types.ModuleType("google.colab")
+    colab.output = output
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert widgets.enable_widgets() is True and calls == ["on"]
