@@ -186,14 +186,24 @@ def png_claiming(width, height):
     return bytes(data)
 
 
-@pytest.mark.parametrize("width, height", [(10_000, 9_500), (10_000, 10_001), (50_000, 50_000)])
+@pytest.mark.parametrize("width, height", [(10_000, 10_001), (20_000, 10_000), (50_000, 50_000)])
 def test_decompression_bombs_are_refused_before_decoding(tmp_path, width, height):
-    assert width * height > Image.MAX_IMAGE_PIXELS
+    assert width * height > MAX_PIXELS
     path = tmp_path / "bomb.png"
     path.write_bytes(png_claiming(width, height))
     with pytest.raises(CbrError, match="decompression bomb") as error:
         load_image(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_images_below_our_limit_are_not_called_bombs(tmp_path):
+    # 95 million pixels: above Pillow's warning threshold (89.5 million), below MAX_PIXELS. The file
+    # holds one pixel's data, so it is refused as truncated, not as a bomb.
+    assert Image.MAX_IMAGE_PIXELS < 95_000_000 < MAX_PIXELS
+    path = tmp_path / "big.png"
+    path.write_bytes(png_claiming(10_000, 9_500))
+    with pytest.raises(CbrError, match="corrupt or truncated"):
+        load_image(path)
 
 
 def test_the_pixel_limit_is_ours_not_only_pillows(tmp_path, monkeypatch):
