@@ -71,10 +71,7 @@ def upload_entry(name: str, content: bytes) -> dict:
 
 
 def uploaded_files(value) -> list[tuple[str, bytes]]:
-    """``[(file name, bytes), ...]`` from a ``FileUpload.value``: a tuple of dicts (ipywidgets 8) or a
-    dict of dicts keyed by name (ipywidgets 7)."""
-    if isinstance(value, dict):  # ipywidgets 7: {name: {"metadata": {...}, "content": bytes}}
-        value = [{"name": name, **entry} for name, entry in value.items()]
+    """``[(file name, bytes), ...]`` from a ``FileUpload.value`` (ipywidgets 8: a tuple of dicts)."""
     return [(str(entry["name"]), bytes(entry["content"])) for entry in value]
 
 

@@ -54,11 +54,9 @@ def queries():
 # Uploads and album folders ------------------------------------------------------------------------
 
 
-def test_upload_entries_round_trip_in_both_ipywidgets_formats():
+def test_upload_entries_round_trip_through_the_upload_widget():
     entries = (widgets.upload_entry("a.png", b"123"), widgets.upload_entry("b.jpg", b"45"))
     assert widgets.uploaded_files(entries) == [("a.png", b"123"), ("b.jpg", b"45")]
-    version_7 = {"a.png": {"metadata": {"name": "a.png"}, "content": b"123"}}
-    assert widgets.uploaded_files(version_7) == [("a.png", b"123")]
     upload = widgets.widgets.FileUpload(multiple=True)
     upload.value = entries  # the widget itself accepts what upload_entry makes
     assert widgets.uploaded_files(upload.value) == [("a.png", b"123"), ("b.jpg", b"45")]
