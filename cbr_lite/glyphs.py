@@ -27,6 +27,8 @@ Example::
 """
 
 import functools
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -161,8 +163,51 @@ def _shape(codepoint, size=32, canvas=48):
     return np.asarray(image) > 127
 
 
+#: The class lists, computed once (about 20 s of font rendering) and committed; recomputed whenever
+#: the fonts, Unicode data or the rules above differ from those the file was computed with.
+CLASSES_FILE = os.path.join(
+    os.environ.get("CBR_LITE_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")),
+    "glyph_classes.json")
+
+
+def classes_key():
+    """A fingerprint of everything the class lists depend on: blocks, rules, faces and font file sizes."""
+    fonts = {name: os.path.getsize(os.path.join(font_dir(), name)) if os.path.exists(os.path.join(font_dir(), name))
+             else None for name in UNICODE_FACES + TEX_FACES}
+    recipe = {"splits": SPLITS, "min_faces": MIN_FACES, "duplicate_iou": DUPLICATE_IOU, "fonts": fonts,
+              "tex_chars": sorted(TEX_CHARS), "unicode": unicodedata.unidata_version, "version": 1}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def write_classes_file(path=None):
+    """Compute the class lists from the fonts and write them (with :func:`classes_key`) to ``path``."""
+    path = path or CLASSES_FILE
+    classes = _compute_classes()
+    text = json.dumps({"key": classes_key(), "splits": {split: dict(items) for split, items in classes.items()}},
+                      indent=1, ensure_ascii=True)
+    handle, temporary = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(path) or ".")
+    with os.fdopen(handle, "w") as file:
+        file.write(text + "\n")
+    os.chmod(temporary, 0o644)  # mkstemp makes files private; data files are for everyone to read
+    os.replace(temporary, path)
+    return path
+
+
 @functools.lru_cache(maxsize=None)
 def _all_classes():
+    """Every split's (label, codepoint) list: from :data:`CLASSES_FILE` when it is current, else computed."""
+    try:
+        with open(CLASSES_FILE) as file:
+            stored = json.load(file)
+        if stored.get("key") == classes_key():
+            return {split: tuple((label, int(c)) for label, c in items.items())
+                    for split, items in stored["splits"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return _compute_classes()
+
+
+def _compute_classes():
     """Every split's (label, codepoint) list, de-duplicated in the order base, novel, icons."""
     # Kept shapes as rows of a 0/1 matrix: one matrix-vector product gives every intersection at once.
     capacity = sum(last - first + 1 for blocks in SPLITS.values() for first, last in blocks.values())
@@ -546,6 +591,7 @@ def _write_png(image, path):
     try:
         # optimize=False and no metadata keep the bytes identical run after run.
         Image.fromarray(image).save(temporary, format="PNG")
+        os.chmod(temporary, 0o644)  # mkstemp makes files private; album images are for everyone to read
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -26,14 +26,16 @@ from cbr_lite.errors import CbrError
 
 INPUT_SIZE = (64, 64)
 EMBEDDING_DIM = 128
-#: Stage widths: each stage is two 3x3 convolutions then a 2x2 max pool (the first stage starts with a
-#: stride-2 5x5 convolution, because 64x64 convolutions at full resolution would dominate training time).
+#: Stage widths: each stage is DEPTHS 3x3 convolutions then a 2x2 max pool. A stride-2 5x5 convolution comes
+#: first, because convolutions at the full 64x64 resolution would dominate the training time.
 WIDTHS = (32, 64, 128, 256)
-#: 3x3 convolutions per stage: one at the two ends, where resolution (first) or width (last) is largest.
+#: 3x3 convolutions per stage: two only at 8x8, where they are cheapest (training must fit 2 CPU cores).
 DEPTHS = (1, 1, 2, 1)
 
 
-def build_embedder(embedding_dim: int = EMBEDDING_DIM, widths=WIDTHS, depths=DEPTHS, name: str = "glyph_cnn") -> keras.Model:
+def build_embedder(
+    embedding_dim: int = EMBEDDING_DIM, widths=WIDTHS, depths=DEPTHS, name: str = "glyph_cnn",
+) -> keras.Model:
     """The embedding network: float32 ``(n, 64, 64, 3)`` pixels in [0, 1] -> raw ``(n, embedding_dim)``.
 
     Convolutions are followed by BatchNormalization and ReLU; global average pooling makes the features
@@ -105,13 +107,14 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def train(
     images: np.ndarray, labels: np.ndarray, steps: int, seed: int = 0, batch_size: int = 128,
     learning_rate: float = 2e-3, scale: float = 16.0, margin: float = 0.2,
-    embedding_dim: int = EMBEDDING_DIM, log=print, log_every: int = 100,
+    embedding_dim: int = EMBEDDING_DIM, widths=WIDTHS, depths=DEPTHS, log=print, log_every: int = 100,
 ) -> tuple[keras.Model, dict]:
     """Train a new embedder on uint8 ``images (n, 64, 64, 3)`` with integer class ``labels (n,)``.
 
     AdamW with a linear warm-up and cosine decay, ``steps`` batches of ``batch_size`` drawn (without
     replacement, epoch by epoch) from a generator seeded with ``seed``. Same inputs and seed -> the same
-    weights (call :func:`make_deterministic` first). Returns ``(embedder, history)``; ``history`` has the
+    weights (call :func:`make_deterministic` first). ``widths``/``depths`` are passed to
+    :func:`build_embedder` (smaller ones make quick tests). Returns ``(embedder, history)``; ``history`` has the
     loss and training accuracy every ``log_every`` steps and the training seconds.
     """
     images = np.asarray(images)
@@ -123,7 +126,7 @@ def train(
         raise CbrError(f"need one label per image and steps >= 1 (got {len(labels)} labels, "
                        f"{len(images)} images, {steps} steps)")
     num_classes = int(labels.max()) + 1
-    embedder = build_embedder(embedding_dim)
+    embedder = build_embedder(embedding_dim, widths, depths)
     trainer = build_trainer(embedder, num_classes, scale)
     warmup = max(1, min(steps // 10, 500))
     schedule = keras.optimizers.schedules.CosineDecay(

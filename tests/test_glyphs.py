@@ -29,6 +29,13 @@ def test_splits_are_disjoint_large_and_labelled_readably(splits):
     assert glyphs.class_label(0x3B2) == "greek_beta"
 
 
+def test_class_lists_are_recomputed_when_their_recipe_changes(monkeypatch):
+    key = glyphs.classes_key()
+    assert len(key) == 64 and key == glyphs.classes_key()
+    monkeypatch.setattr(glyphs, "DUPLICATE_IOU", 0.9)
+    assert glyphs.classes_key() != key
+
+
 def test_rendering_is_deterministic_per_sample_and_not_blank():
     classes = [("greek_alpha", 0x3B1), ("hebrew_alef", 0x5D0)]
     images, labels = glyphs.render_glyphs(classes, 3, seed=0)
