@@ -150,3 +150,24 @@ def test_bench_command_is_wired_when_present():
     names = parser._subparsers._group_actions[0].choices
     assert {"build", "classify", "inspect", "add", "remove", "embed"} <= set(names)
     assert ("bench" in names) == (importlib.util.find_spec("cbr_lite.bench") is not None)
+
+
+GLYPH_WEIGHTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "data" / "embedders" / "glyph_cnn.keras"
+
+
+@pytest.mark.skipif(not GLYPH_WEIGHTS.exists(), reason="glyph-cnn weights not trained yet (data/embedders/)")
+def test_build_classify_with_the_offline_glyph_cnn(albums, queries, tmp_path, capsys):
+    """The repository's own embedder end to end: build, classify, and the invariant against `embed`."""
+    model = tmp_path / "glyph.tflite"
+    assert cli.main(["build", str(albums), "-o", str(model), "--embedder", "glyph-cnn", "--aggregation", "mean"]) == 0
+    capsys.readouterr()
+    assert cli.main(["classify", str(model), str(queries), "--json", "--top-k", "0"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert cli.main(["embed", str(queries), "-o", str(tmp_path / "q.npy"), "--embedder", "glyph-cnn"]) == 0
+    read = read_classifier_file(model.read_bytes())
+    assert read.embedder == "glyph-cnn"
+    expected = class_scores(cosine_similarity(np.load(tmp_path / "q.npy"), read.index_embeddings),
+                            read.image_labels, 3, "mean")
+    for result, row in zip(results, expected):
+        scores = {p["label"]: p["score"] for p in result["predictions"]}
+        np.testing.assert_allclose([scores[name] for name in read.class_names], row, atol=2e-5)
