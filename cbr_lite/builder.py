@@ -74,7 +74,8 @@ def check_class_names(names: Sequence[str], root=None) -> list:
     """Check that folder names can be labels: non-empty, on one line, distinct. Spaces, commas and any
     Unicode are fine. Raises :class:`CbrError` naming the folder, before any image is embedded."""
     names = [str(name) for name in names]
-    where = (lambda name: f"{Path(root) / name!s}") if root is not None else repr
+    # Named by their folder's path when there is one; always quoted (repr), so a line break shows as \n.
+    where = (lambda name: str(Path(root) / name)) if root is not None else str
     for name in names:
         if not name.strip():
             raise CbrError(f"{where(name)!r}: a class folder name must not be blank; rename the folder")

@@ -133,13 +133,13 @@ def test_a_class_with_only_bad_images_is_an_error_even_when_skipping(tmp_path, c
                  capsys, "green: no readable images left")
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "file", "empty class", "one class", "line break"])
+@pytest.mark.parametrize("case", ["missing", "empty", "file", "empty class", "one class", "line break", "blank name"])
 def test_bad_albums_folder(case, tmp_path, capsys):
     root = tmp_path / "albums"
     expected = {
         "missing": "no such folder", "empty": "has no class folders", "file": "is a file",
         "empty class": "class folder has no images", "one class": "at least two classes",
-        "line break": "line break",
+        "line break": "line break", "blank name": "must not be blank",
     }[case]
     if case == "empty":
         root.mkdir()
@@ -152,6 +152,8 @@ def test_bad_albums_folder(case, tmp_path, capsys):
         tiny_embedder.write_albums(root, {"red": (200, 0, 0)}, per_class=2)
     elif case == "line break":
         tiny_embedder.write_albums(root, {"red\nalert": (200, 0, 0), "blue": (0, 0, 200)}, per_class=1)
+    elif case == "blank name":
+        tiny_embedder.write_albums(root, {"  ": (200, 0, 0), "blue": (0, 0, 200)}, per_class=1)
     out = tmp_path / "out.tflite"
     out.write_bytes(PREVIOUS)
     _run_failing(["build", str(root), "-o", str(out), "--embedder", TINY], capsys, expected)
