@@ -580,12 +580,13 @@ def write_albums(folder, classes, samples_per_class, seed, clean=True):
         class_folder = os.path.join(folder, name)
         os.makedirs(class_folder, exist_ok=True)
         path = os.path.join(class_folder, f"{name}_{index % samples_per_class}.png")
-        _write_png(image, path)
+        write_png(image, path)
         paths.append(path)
     return sorted(paths)
 
 
-def _write_png(image, path):
+def write_png(image, path):
+    """Write a uint8 RGB array as a PNG at ``path`` (through a temporary file, renamed into place)."""
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(path) or ".")
     os.close(handle)
     try:
