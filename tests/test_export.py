@@ -72,7 +72,7 @@ def test_tflite_scores_equal_keras_scores(request, queries, which):
 
 def test_float16_weights_keep_the_scores_close_and_halve_the_file(max_head, max_head_float16, queries):
     (head, lite), (_, lite16) = max_head, max_head_float16
-    np.testing.assert_allclose(lite16(queries), head.predict_on_batch(queries), atol=2e-3)
+    np.testing.assert_allclose(lite16(queries), head.predict_on_batch(queries), atol=5e-4)
     assert np.array_equal(lite16(queries).argmax(axis=1)[:6], lite(queries).argmax(axis=1)[:6])
     assert len(lite16.model_bytes) < 0.75 * len(lite.model_bytes)
 
