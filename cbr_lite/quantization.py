@@ -79,15 +79,18 @@ def dequantize_index(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
 class Int8NearestNeighbours(keras.layers.Layer):
     """Cosine score of a unit query with every index image, the index stored as int8 plus per-image scales.
 
-    Weights: ``kernel`` int8 ``(dim, images)`` (a column per index image, like ``Dense``) and ``scales``
-    float32 ``(images,)``. The output is ``query @ (kernel * scales)``: the scores the dequantized index
-    gives, which is what the converted ``.tflite`` computes (up to its own rounding of the query).
+    Saved weights: ``kernel`` int8 ``(dim, images)`` (a column per index image, like ``Dense``) and
+    ``scales`` float32 ``(images,)``. The output is ``query @ (kernel * scales)``: the scores the dequantized
+    index gives, which is what the converted ``.tflite`` computes (up to its own rounding of the query).
 
-    The dequantized matrix is written into the traced graph as one constant, so that the TFLite converter
-    turns the layer into a single ``FULLY_CONNECTED`` op and stores that constant as int8 again (an int8
-    constant followed by a ``CAST`` would instead make LiteRT expand the whole matrix to float32 on every
-    query, ~50x slower). The index is therefore fixed once a model is traced: build a new layer (as every
-    CbR build does) rather than assigning to the weights of one in use.
+    The layer also holds the dequantized matrix as a third, float32 weight that is *not* saved (a
+    ``.keras`` file holds only the int8 integers and the scales; loading recomputes it). The TFLite
+    converter turns ``query @ dequantized`` into one ``FULLY_CONNECTED`` op and, with
+    ``quantize="int8"``, stores that matrix as int8 with per-row scales: for ``scale="row"`` the very same
+    integers. (An int8 constant followed by a ``CAST`` would keep the file small too, but LiteRT would then
+    expand the whole matrix to float32 on every query, ~50x slower; and a dequantized constant written
+    into the traced graph makes conversion ~3x slower than a weight.) Change the index with
+    :meth:`set_index`, which keeps the three weights consistent.
 
     >>> layer = Int8NearestNeighbours.from_index(np.array([[1.0, 0.0], [1.0, 1.0]]))
     >>> layer(np.array([[1.0, 0.0]], dtype="float32")).numpy().astype(float).round(3).tolist()
@@ -105,32 +108,42 @@ class Int8NearestNeighbours(keras.layers.Layer):
         self.scales = self.add_weight(
             name="scales", shape=(self.units,), dtype="float32", initializer="ones", trainable=False,
         )
+        self.dequantized = self.add_weight(
+            name="dequantized", shape=(self.dim, self.units), dtype="float32", initializer="zeros",
+            trainable=False,
+        )
 
     @classmethod
     def from_index(cls, index_embeddings: np.ndarray, scale: str = "row", **kwargs) -> "Int8NearestNeighbours":
         """The layer for raw index embeddings ``(images, dim)``: L2-normalised, then quantised with ``scale``."""
         q, scales = quantize_index(l2_normalize(np.asarray(index_embeddings, dtype=np.float32)), scale)
         layer = cls(q.shape[0], q.shape[1], scale, **kwargs)
-        layer.kernel.assign(q.T)
-        layer.scales.assign(scales)
+        layer.set_index(q, scales)
         return layer
 
-    def dequantized_kernel(self) -> np.ndarray:
-        """The float32 ``(dim, images)`` matrix the integers stand for (read eagerly from the weights)."""
-        import tensorflow as tf
-
-        # Inside a traced function (predict_on_batch, TFLite conversion) the weights can only be read
-        # as NumPy from the eager context.
-        with tf.init_scope():
-            kernel = ops.convert_to_numpy(self.kernel)
-            scales = ops.convert_to_numpy(self.scales)
-        return kernel.astype(np.float32) * scales.astype(np.float32)[None, :]
+    def set_index(self, q: np.ndarray, scales: np.ndarray) -> None:
+        """Store int8 rows ``q`` ``(images, dim)`` and their ``scales`` ``(images,)`` (as :func:`quantize_index` returns)."""
+        q, scales = np.asarray(q, dtype=np.int8), np.asarray(scales, dtype=np.float32)
+        if q.shape != (self.units, self.dim) or scales.shape != (self.units,):
+            raise CbrError(f"expected int8 rows of shape {(self.units, self.dim)} and {self.units} scales, "
+                           f"got {q.shape} and {scales.shape}")
+        self.kernel.assign(q.T)
+        self.scales.assign(scales)
+        self.dequantized.assign(dequantize_index(q, scales).T)
 
     def call(self, inputs):
-        return ops.matmul(inputs, ops.convert_to_tensor(self.dequantized_kernel(), dtype=inputs.dtype))
+        return ops.matmul(inputs, ops.cast(self.dequantized, inputs.dtype))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
+
+    def save_own_variables(self, store):
+        # Only the int8 integers and the scales go into the file: a quarter of the float matrix's bytes.
+        store["kernel"] = ops.convert_to_numpy(self.kernel)
+        store["scales"] = ops.convert_to_numpy(self.scales)
+
+    def load_own_variables(self, store):
+        self.set_index(np.asarray(store["kernel"]).T, np.asarray(store["scales"]))
 
     def get_config(self):
         config = super().get_config()

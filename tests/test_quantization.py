@@ -1,6 +1,8 @@
 """Tests for cbr_lite.quantization: int8 index embeddings, the int8 layer and head, and their .tflite form."""
 
+import io
 import os
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -51,6 +53,9 @@ def test_row_scale_is_more_accurate_than_fixed_in_high_dimensions():
 
 
 def test_bad_scale_and_shape_are_cbr_errors():
+    layer = Int8NearestNeighbours(units=3, dim=4)
+    with pytest.raises(CbrError, match="expected int8 rows"):
+        layer.set_index(np.zeros((4, 3)), np.ones(3))
     with pytest.raises(CbrError, match="unknown int8 scale"):
         quantize_index(unit_rows(3, 4), "per-tensor")
     with pytest.raises(CbrError, match="non-empty"):
@@ -69,6 +74,12 @@ def test_layer_matches_numpy_reference_and_saves(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
     assert loaded.layers[1].kernel.dtype == "int8"
+    # The file holds the int8 integers and the scales, not the float matrix the layer computes with.
+    h5py = pytest.importorskip("h5py")
+    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as h5:
+        arrays = []
+        h5.visititems(lambda name, item: arrays.append(item) if isinstance(item, h5py.Dataset) else None)
+        assert sorted((str(a.dtype), a.shape) for a in arrays) == [("float32", (12,)), ("int8", (16, 12))]
     np.testing.assert_allclose(loaded.predict_on_batch(queries), expected, atol=1e-5)
 
 
