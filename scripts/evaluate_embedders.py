@@ -97,7 +97,7 @@ def main(argv=None):
             print(f"  {name}: " + ", ".join(f"{c} {100 * results[name][domain][c]['mean']:.1f}%" for c in columns),
                   flush=True)
 
-    speed_images = load_domain("handwriting")[0][:512]
+    speed_images = load_domain("handwriting")[0][:256]
     for name, embedder in embedders.items():
         details[name] = {
             "dim": embedder.dim,

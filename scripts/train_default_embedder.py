@@ -85,6 +85,16 @@ def make_training_data(glyph_samples, shape_classes, shape_samples, photo_sample
     return images, np.concatenate(labels), names
 
 
+def _cpu_seconds():
+    """User + system CPU seconds of this process and its finished workers (None where unavailable)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return round(sum(u.ru_utime + u.ru_stime for u in usage), 1)
+
+
 def save(embedder, info, folder):
     """Write ``glyph_cnn.keras`` and ``glyph_cnn.json`` into ``folder``, each via a temporary file + rename."""
     from cbr_lite.files import write_atomically
@@ -94,6 +104,7 @@ def save(embedder, info, folder):
     os.close(handle)
     try:
         embedder.save(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes files private; the weights are for everyone to read
         os.replace(temporary, folder / "glyph_cnn.keras")
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -154,6 +165,8 @@ def main(argv=None):
                               for kind in ("glyph", "shape", "photo")},
         "training_seconds": round(history["seconds"], 1),
         "total_seconds": round(time.perf_counter() - total_start, 1),
+        # Wall time depends on what else the machine runs; CPU time (this process and the render workers) does not.
+        "cpu_seconds": _cpu_seconds(),
         "final_loss": round(history["loss"][-1], 4),
         "final_batch_accuracy": round(history["accuracy"][-1], 4),
         "quick": bool(args.quick),
