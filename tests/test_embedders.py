@@ -148,6 +148,8 @@ def test_committed_glyph_cnn_embeds_deterministically():
     assert first.shape == (3, embedder.dim) and first.dtype == np.float32 and np.all(np.isfinite(first))
     np.testing.assert_array_equal(load_embedder(DEFAULT_EMBEDDER).embed(images), first)
     assert np.linalg.norm(first, axis=1).min() > 0
+    assert not np.allclose(first[0], first[1]), "different images must not collapse to one embedding"
+    assert embedder.dim == info.get("embedding_dim", embedder.dim)
 
 
 def test_mobilenet_v3_small_without_weights_works_offline():
