@@ -194,12 +194,20 @@ def ranking(scores: np.ndarray, class_names: Sequence[str], top_k: int = 0) -> l
 
 
 def scores_chart(ranked: Sequence[tuple[str, float]], title: str):
-    """The top-k bar chart of the panel (:func:`cbr_lite.plotting.show_bars`), best class first."""
+    """The top-k bar chart of the panel (:func:`cbr_lite.plotting.show_bars`), best class first.
+
+    Class scores are often all close to 1, so the y axis is zoomed onto them (it does not start at 0,
+    as its label says); the exact values are written on the bars.
+    """
     from cbr_lite.plotting import show_bars
 
-    labels = [label for label, _ in ranked]
-    return show_bars(labels, [score for _, score in ranked], title=title, ylabel="class score (cosine)",
-                     value_format="{:.3f}", size=(max(3.5, 1.0 + 0.9 * len(labels)), 3.0))
+    labels, scores = [label for label, _ in ranked], np.array([score for _, score in ranked])
+    figure = show_bars(labels, scores, title=title, ylabel="class score (cosine, zoomed)", value_format="{:.3f}",
+                       size=(max(3.5, 1.0 + 0.9 * len(labels)), 3.0))
+    spread = max(float(scores.max() - scores.min()), 0.01)
+    low = max(-1.0, float(scores.min()) - spread)
+    figure.axes[0].set_ylim(low, float(scores.max()) + 0.25 * (float(scores.max()) - low))
+    return figure
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tiny_embedder as tiny  # noqa: E402
@@ -264,3 +265,14 @@ def test_enable_widgets_turns_on_colabs_widget_manager_only_in_colab(monkeypatch
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     assert widgets.enable_widgets() is True and calls == ["on"]
+
+
+def test_scores_chart_zooms_onto_close_scores_and_keeps_every_bar_visible():
+    ranked = [("a", 0.98), ("b", 0.95), ("c", 0.94)]
+    figure = widgets.scores_chart(ranked, "three")
+    axis = figure.axes[0]
+    low, high = axis.get_ylim()
+    assert 0.5 < low < 0.94 and high > 0.98
+    assert [tick.get_text() for tick in axis.get_xticklabels()] == ["a", "b", "c"]
+    assert axis.get_title() == "three"
+    plt.close(figure)
