@@ -191,6 +191,8 @@ def quiet_logs() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
+    # fontTools warns about odd font timestamps while cbr_lite.glyphs renders matplotlib's fonts.
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
     try:
         from absl import logging as absl_logging
 

@@ -126,3 +126,11 @@ def test_the_first_notebook_cell_prints_nothing():
         "TensorFlow's start-up lines reached stderr; cbr_lite/__init__.py must call "
         f"cbr_lite.notebook.import_tensorflow_quietly() before it imports keras:\n{result.stderr}"
     )
+
+
+def test_library_loggers_are_quieted_to_errors():
+    import logging
+
+    notebook.setup_notebook()
+    for name in ("tensorflow", "absl", "fontTools"):
+        assert logging.getLogger(name).getEffectiveLevel() >= logging.ERROR, name
