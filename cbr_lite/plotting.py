@@ -245,15 +245,16 @@ def show_bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel
     figure, axis = plt.subplots(figsize=size)
     positions = np.arange(len(values))
     bars = axis.bar(positions, values, yerr=errors, capsize=4 if errors is not None else 0, color="#4a6fa5")
-    for bar, value in zip(bars, values):
-        axis.annotate(value_format.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+    tops = values + (np.asarray(errors, dtype=np.float64) if errors is not None else 0.0)
+    for bar, value, top in zip(bars, values, tops):
+        axis.annotate(value_format.format(value), (bar.get_x() + bar.get_width() / 2, top),
                       xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
     if reference is not None:
         axis.axhline(reference, color="grey", linestyle="--", linewidth=1, label=reference_label or None)
         if reference_label:
             axis.legend(loc="upper left", fontsize=8)
     axis.set_xticks(positions, [str(label) for label in labels], fontsize=8)
-    axis.set_ylim(0, max(float(values.max()) * 1.18, reference * 1.1 if reference else 0) or 1.0)
+    axis.set_ylim(0, max(float(tops.max()) * 1.18, reference * 1.1 if reference else 0) or 1.0)
     axis.set_title(title)
     axis.set_ylabel(ylabel)
     figure.tight_layout()
@@ -263,18 +264,23 @@ def show_bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel
 def show_score_histograms(known_best: np.ndarray, unknown_best: np.ndarray, threshold: float | None = None,
                           title: str = "Best class score", bins: int = 25):
     """Histograms of the best class score for queries of indexed ("known") and other ("unknown") classes,
-    on the same bins, with the chosen threshold as a vertical line (queries left of it are rejected)."""
+    on the same bins, with the chosen threshold as a vertical line (queries left of it are rejected).
+
+    Each histogram shows fractions of its own queries (its bars add up to 1), so sets of different sizes
+    compare directly.
+    """
     known_best, unknown_best = np.asarray(known_best), np.asarray(unknown_best)
     edges = np.histogram_bin_edges(np.concatenate([known_best, unknown_best]), bins=bins)
     figure, axis = plt.subplots(figsize=(6.0, 3.5))
-    axis.hist(known_best, bins=edges, alpha=0.6, color=CORRECT_COLOUR, label=f"known classes ({known_best.size})")
-    axis.hist(unknown_best, bins=edges, alpha=0.6, color=WRONG_COLOUR, label=f"unknown classes ({unknown_best.size})")
+    for scores, colour, name in [(known_best, CORRECT_COLOUR, "known"), (unknown_best, WRONG_COLOUR, "unknown")]:
+        axis.hist(scores, bins=edges, weights=np.full(scores.size, 1.0 / scores.size), alpha=0.6, color=colour,
+                  label=f"{name} classes ({scores.size} queries)")
     if threshold is not None:
         axis.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3f}")
     axis.legend(fontsize=8)
     axis.set_title(title)
     axis.set_xlabel("best class score (cosine similarity)")
-    axis.set_ylabel("queries")
+    axis.set_ylabel("fraction of queries")
     figure.tight_layout()
     return figure
 

@@ -40,13 +40,16 @@ def test_score_histograms_count_every_query_on_shared_bins():
     known, unknown = np.linspace(0.5, 1.0, 40), np.linspace(0.1, 0.7, 30)
     figure = plotting.show_score_histograms(known, unknown, threshold=0.6, bins=10)
     axis = figure.axes[0]
-    # 10 bars per histogram; their heights add up to the number of queries of each kind.
+    # 10 bars per histogram, fractions of each set: they add up to 1 and match counting by hand.
     heights = np.array([patch.get_height() for patch in axis.patches])
     assert len(heights) == 20
-    assert heights[:10].sum() == 40 and heights[10:].sum() == 30
+    assert heights[:10].sum() == pytest.approx(1.0) and heights[10:].sum() == pytest.approx(1.0)
+    edges = np.histogram_bin_edges(np.concatenate([known, unknown]), bins=10)
+    assert heights[:10] == pytest.approx(np.histogram(known, edges)[0] / 40)
+    assert heights[10:] == pytest.approx(np.histogram(unknown, edges)[0] / 30)
     assert [line.get_xdata()[0] for line in axis.lines] == [0.6]
     labels = [text.get_text() for text in axis.get_legend().get_texts()]
-    assert sorted(labels) == ["known classes (40)", "threshold 0.600", "unknown classes (30)"]
+    assert sorted(labels) == ["known classes (40 queries)", "threshold 0.600", "unknown classes (30 queries)"]
 
 
 def test_acceptance_curve_plots_the_rates_and_the_chosen_point():
