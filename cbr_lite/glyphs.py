@@ -16,8 +16,14 @@ Characters whose shape duplicates an earlier class (Cyrillic "а" and Latin "a",
 are dropped, so no class is a copy of another and no novel class is a copy of a base class.
 
 The photo part (``photo_classes``/``render_photos``) cuts "instance classes" out of the photos bundled with
-scikit-image and scikit-learn: a class is one region of one photo, its samples are jittered crops of it.
-The ``"base"`` photos train the embedder; the ``"novel"`` photos (astronaut, cat, coffee...) only evaluate it.
+scikit-image, scikit-learn and matplotlib: a class is one region of one photo, its samples are jittered
+crops of it. The ``"base"`` photos train the embedder; the ``"novel"`` photos (astronaut, cat, coffee...)
+only evaluate it. Procedural shapes (``shape_classes``/``render_shapes``: random compositions of polygons,
+stars, ellipses, arcs, lines and dots, drawn like sketches or icons) add training classes of a third kind.
+
+Computing the class lists renders every candidate character once (about 20 s), so the result is kept in
+``data/glyph_classes.json`` together with a fingerprint of the fonts and rules; it is recomputed whenever
+the fingerprint differs.
 
 Example::
 
