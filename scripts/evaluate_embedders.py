@@ -60,7 +60,8 @@ def markdown_table(results, domains, columns):
     header = "| embedder | " + " | ".join(f"{d}<br>{c}" for d in domains for c in columns) + " |"
     lines = [header, "|---|" + "---|" * (len(domains) * len(columns))]
     for name, scores in results.items():
-        cells = [f"{100 * scores[d][c]['mean']:.1f} ± {100 * scores[d][c]['ci95']:.1f}" for d in domains for c in columns]
+        cells = [f"{100 * scores[d][c]['mean']:.1f} ± {100 * scores[d][c]['ci95']:.1f}"
+                 for d in domains for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
