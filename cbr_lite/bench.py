@@ -240,8 +240,11 @@ def median_ms(function, **options) -> float:
 def litert_latency(tflite: bytes, query: np.ndarray, threads: int) -> tuple[float, float, np.ndarray, list]:
     """``(median ms, fastest ms of one query, the output scores, the op names)`` for a .tflite run by LiteRT."""
     from cbr_lite.export import LiteRTModel
+    from cbr_lite.notebook import stderr_silenced
 
-    model = LiteRTModel(tflite, num_threads=threads)
+    # LiteRT announces its XNNPACK delegate on stderr (C++ code), once per process.
+    with stderr_silenced():
+        model = LiteRTModel(tflite, num_threads=threads)
     interpreter, tensor = model.interpreter, model.input["index"]
     interpreter.set_tensor(tensor, query.reshape(model.input["shape"]).astype(np.float32))
     latency, best = time_ms(interpreter.invoke)
