@@ -57,8 +57,11 @@ class Embedder:
         return int(self.model.output_shape[-1])
 
     def preprocess(self, images) -> np.ndarray:
-        """``uint8`` RGB images of any size -> the normalised float32 batch the model takes."""
-        batch = np.stack([resize(np.asarray(image, dtype=np.uint8), self.input_size) for image in images])
+        """``uint8`` RGB images of any size -> the normalised float32 batch the model takes.
+
+        Raises :class:`CbrError` for anything else (a float image in [0, 1] would otherwise become black).
+        """
+        batch = np.stack([resize(_checked_rgb(image), self.input_size) for image in images])
         return (batch.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
 
     def embed(self, images, batch_size: int = 64, progress: Callable[[int], None] | None = None) -> np.ndarray:
@@ -76,6 +79,16 @@ class Embedder:
             if progress:
                 progress(len(batch))
         return np.concatenate(chunks)
+
+
+def _checked_rgb(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise CbrError(
+            f"embedders take uint8 RGB images of shape (height, width, 3), not {image.dtype} {image.shape}; "
+            "use cbr_lite.load_image, or convert with (image * 255).round().astype('uint8')"
+        )
+    return image
 
 
 _REGISTRY: dict[str, tuple[Callable[..., Embedder], str]] = {}
@@ -188,7 +201,7 @@ def _first_line(error: BaseException) -> str:
     return lines[0][:160] if lines else "no message"
 
 
-register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained on rendered glyphs (64x64)")
+register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained offline on rendered glyphs, shapes and photo regions (64x64)")
 register_embedder("default", load_glyph_cnn, "alias of glyph-cnn, the repository's own trained offline embedder")
 register_embedder("mobilenet-v3-small", load_mobilenet_v3_small, "MobileNet V3 Small, ImageNet (downloads once)")
 

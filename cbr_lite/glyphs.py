@@ -35,6 +35,7 @@ Example::
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -121,6 +122,8 @@ def font_coverage():
     """
     from fontTools.ttLib import TTFont
 
+    # matplotlib's fonts carry 1970-ish timestamps, which fontTools reports on stderr each time it reads them.
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
     coverage = {}
     for name in UNICODE_FACES + TEX_FACES:
         path = os.path.join(font_dir(), name)
