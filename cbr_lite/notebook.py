@@ -27,7 +27,9 @@ MINIMUM_PYTHON = (3, 10)
 DEFAULT_SEED = 42
 _REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
-_FIX_LOCAL = "run ./run.sh lab from the cbr-lite repository (it creates .venv with the right versions and opens Jupyter)"
+_FIX_LOCAL = (
+    "run ./run.sh lab from the cbr-lite repository (it creates .venv with the right versions and opens Jupyter)"
+)
 _FIX_COLAB = (
     "in Colab, install the package from the repository first: !git clone <cbr-lite repository URL> cbr-lite && "
     "pip install -q -e cbr-lite, then Runtime > Restart session"

@@ -48,7 +48,8 @@ def test_the_repository_pins_every_checked_package():
 
 
 def test_a_bad_environment_says_what_to_run(monkeypatch):
-    monkeypatch.setattr(notebook, "version_problems", lambda: ["keras 2.15.0 is installed but cbr-lite needs >=3.15,<4"])
+    problem = "keras 2.15.0 is installed but cbr-lite needs >=3.15,<4"
+    monkeypatch.setattr(notebook, "version_problems", lambda: [problem])
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
     with pytest.raises(CbrError, match=r"keras 2\.15\.0 .*: run \./run\.sh lab"):
