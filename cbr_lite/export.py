@@ -28,12 +28,16 @@ def to_tflite(model, quantize: str = "none") -> bytes:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
+    from cbr_lite.notebook import quietly
+
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    return bytes(converter.convert())
+    # The converter prints where it saved a temporary SavedModel (with object ids that change every run).
+    with quietly():
+        return bytes(converter.convert())
 
 
 class LiteRTModel:
@@ -44,7 +48,10 @@ class LiteRTModel:
     """
 
     def __init__(self, model, num_threads: int | None = None):
+        """``model``: .tflite bytes or a path. ``num_threads``: LiteRT's CPU threads (default: all cores)."""
         from ai_edge_litert.interpreter import Interpreter
+
+        from cbr_lite.notebook import stderr_silenced
 
         where = f"{model}: " if isinstance(model, (str, Path)) else ""
         try:
@@ -54,8 +61,10 @@ class LiteRTModel:
         if not self.model_bytes:
             raise CbrError(f"{where}the model is empty (0 bytes), not a TensorFlow Lite model")
         try:
-            self.interpreter = Interpreter(model_content=self.model_bytes, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate on stderr, which would reach notebooks and CLI output.
+            with stderr_silenced():
+                self.interpreter = Interpreter(model_content=self.model_bytes, num_threads=num_threads or os.cpu_count())
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise CbrError(
                 f"{where}not a TensorFlow Lite model LiteRT can run ({str(error).splitlines()[0]})"
@@ -66,7 +75,7 @@ class LiteRTModel:
     @property
     def input_shape(self) -> tuple:
         """Shape of one input, batch dimension included (usually 1)."""
-        return tuple(self.input["shape"])
+        return tuple(int(n) for n in self.input["shape"])
 
     def run_one(self, item: np.ndarray) -> np.ndarray:
         """Run the model on one input (with or without its batch dimension of 1); returns the output row."""
