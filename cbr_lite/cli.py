@@ -23,9 +23,9 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from cbr_lite.errors import CbrError
+from cbr_lite.files import check_output_path
 
 #: The embedder the command line uses unless told otherwise: people bring ordinary photos, for which an
 #: ImageNet network is the right default (the package's own ``DEFAULT_EMBEDDER`` is the offline glyph CNN).
@@ -206,16 +206,6 @@ def _spread(values: list) -> str:
 def _numbers(values) -> str:
     values = [f"{v:g}" for v in values]
     return values[0] if len(set(values)) == 1 else "(" + ", ".join(values) + ")"
-
-
-def check_output_path(path) -> None:
-    """Fail before any slow work if ``path`` cannot be written (its folder missing, or it is a folder)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CbrError(f"{path}: the folder {folder} does not exist; create it first")
-    if path.is_dir():
-        raise CbrError(f"{path}: is a folder; give a file name")
 
 
 def warn(message: str) -> None:

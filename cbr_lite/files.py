@@ -10,6 +10,17 @@ from pathlib import Path
 from cbr_lite.errors import CbrError
 
 
+def check_output_path(path) -> Path:
+    """Fail early if ``path`` cannot be written (its folder is missing, or it is a folder); returns the folder."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CbrError(f"{path}: the folder {folder} does not exist; create it first")
+    if path.is_dir():
+        raise CbrError(f"{path}: is a folder; give a file name")
+    return folder
+
+
 def write_atomically(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, renamed into place.
 
@@ -17,11 +28,7 @@ def write_atomically(path, data: bytes) -> Path:
     :class:`CbrError` if the folder does not exist or the path is a folder.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise CbrError(f"{path}: the folder {folder} does not exist; create it first")
-    if path.is_dir():
-        raise CbrError(f"{path}: is a folder; give a file name")
+    folder = check_output_path(path)
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:

@@ -17,7 +17,7 @@ from cbr_lite.quantization import (
     top1_agreement,
 )
 from cbr_lite.retrieval import build_retrieval_head
-from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize
+from cbr_lite.similarity import class_scores, l2_normalize
 
 
 def unit_rows(n, dim, seed=0):
