@@ -337,7 +337,7 @@ def read_model_metadata(data: bytes, source: str = "the model") -> dict:
         raise CbrError(f"{source} is not a readable cbr-lite model ({type(error).__name__}); build it again") from None
 
 
-def _reload_embedder(model: ClassifierFile, source: str):
+def reload_embedder(model: ClassifierFile, source: str):
     """Load the model's embedder by name and check it still preprocesses as the model was built."""
     from cbr_lite.embedders import load_embedder
 
@@ -362,7 +362,7 @@ def add_classes(data: bytes, albums, on_bad_image: str = "error", progress: Call
     gives (up to float rounding: an embedder's result can differ in the last bits with its batch).
     """
     model = read_classifier_file(data, source)
-    embedder = _reload_embedder(model, source)
+    embedder = reload_embedder(model, source)
     new_embeddings, new_labels, new_names = embed_albums(albums, embedder, on_bad_image, progress, warn)
     names = sorted(set(model.class_names) | set(new_names))
     old_ids = np.array([names.index(n) for n in model.class_names], dtype=np.int32)[model.image_labels]
@@ -391,7 +391,7 @@ def remove_classes(data: bytes, labels: Iterable[str], source: str = "the model"
             f"removing {len(set(labels))} of {len(model.class_names)} classes would leave {len(keep_names)}: "
             "a classifier needs at least two classes"
         )
-    embedder = _reload_embedder(model, source)
+    embedder = reload_embedder(model, source)
     remap = np.array([keep_names.index(n) if n in keep_names else -1 for n in model.class_names], dtype=np.int32)
     new_labels = remap[model.image_labels]
     keep = new_labels >= 0

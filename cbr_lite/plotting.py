@@ -20,8 +20,9 @@ CORRECT_COLOUR = "tab:green"
 WRONG_COLOUR = "tab:red"
 
 
-def _grid(rows: int, columns: int, size: float, title: str | None):
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + (0.4 if title else 0)),
+def _grid(rows: int, columns: int, size: float, title: str | None, label_height: float = 0.0):
+    height = rows * (size + label_height) + (0.4 if title else 0)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * size, height),
                                 squeeze=False)
     for axis in axes.flat:
         axis.set_xticks([])
@@ -48,7 +49,8 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, columns: 
         raise ValueError(f"{len(images)} images but {len(titles)} titles")
     columns = max(1, min(columns, len(images)))
     rows = max(1, -(-len(images) // columns))
-    figure, axes = _grid(rows, columns, size, title)
+    # Room under each row for its titles, or the next row's images cover them.
+    figure, axes = _grid(rows, columns, size, title, label_height=0.3 if titles is not None else 0.0)
     for position, axis in enumerate(axes.flat):
         if position >= len(images):
             axis.axis("off")

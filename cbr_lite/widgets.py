@@ -253,14 +253,14 @@ class LiveScorer:
     def from_file(cls, model, source: str | None = None):
         """The index, labels, aggregation and embedder (loaded by name) of a cbr-lite classifier file
         (bytes or a path)."""
-        from cbr_lite.builder import _reload_embedder, read_classifier_file, read_model_file
+        from cbr_lite.builder import reload_embedder, read_classifier_file, read_model_file
 
         if isinstance(model, (str, Path)):
             source = source or str(model)
             model = read_model_file(model)
         source = source or "the model"
         read = read_classifier_file(model, source)
-        return cls(_reload_embedder(read, source), read.index_embeddings, read.image_labels, read.class_names,
+        return cls(reload_embedder(read, source), read.index_embeddings, read.image_labels, read.class_names,
                    read.aggregation)
 
     def embed(self, images) -> np.ndarray:
