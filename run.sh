@@ -58,7 +58,7 @@ notebooks() {
 run_tests() {
     # One pytest run: unit tests (tests/), doctests (cbr_lite/), and each notebook executed and compared
     # with its committed outputs by nbval (sanitised of paths and timings; stderr must stay empty).
-    "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" \
+    "$VENV/bin/python" -m pytest -p no:cacheprovider --durations=10 "$@" \
         --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600 \
         tests cbr_lite $(notebooks)
 }
