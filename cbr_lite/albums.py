@@ -69,6 +69,18 @@ def find_albums(root) -> list[tuple[str, list[Path]]]:
     return albums
 
 
+def read_image_or_skip(path, on_bad_image: str, warn: Callable[[str], None]):
+    """``load_image(path)``; with ``on_bad_image="skip"`` an unreadable image is reported through ``warn``
+    and gives ``None`` instead of raising :class:`CbrError`."""
+    try:
+        return load_image(path)
+    except CbrError as error:
+        if on_bad_image == "error":
+            raise
+        warn(f"skipped {error}")
+        return None
+
+
 def load_albums(root, on_bad_image: str = "error", warn: Callable[[str], None] | None = None) -> Albums:
     """Read every image of every class folder under ``root``.
 
@@ -83,12 +95,8 @@ def load_albums(root, on_bad_image: str = "error", warn: Callable[[str], None] |
         class_names.append(class_name)
         kept = 0
         for path in class_paths:
-            try:
-                image = load_image(path)
-            except CbrError as error:
-                if on_bad_image == "error":
-                    raise
-                warn(f"skipped {error}")
+            image = read_image_or_skip(path, on_bad_image, warn)
+            if image is None:
                 continue
             images.append(image)
             labels.append(class_id)

@@ -100,7 +100,8 @@ def embed_paths(paths: Sequence, embedder, on_bad_image: str = "error",
     Each image is resized to the embedder's input size as soon as it is read, exactly as
     :meth:`Embedder.preprocess` would, so the embeddings equal ``embedder.embed(images)``.
     """
-    from cbr_lite.images import load_image, resize
+    from cbr_lite.albums import read_image_or_skip
+    from cbr_lite.images import resize
 
     if on_bad_image not in ("error", "skip"):
         raise CbrError(f"on_bad_image must be error or skip, not {on_bad_image!r}")
@@ -110,12 +111,8 @@ def embed_paths(paths: Sequence, embedder, on_bad_image: str = "error",
     for start in range(0, len(paths), _BATCH):
         images = []
         for path in paths[start:start + _BATCH]:
-            try:
-                image = load_image(path)
-            except CbrError as error:
-                if on_bad_image == "error":
-                    raise
-                warn(f"skipped {error}")
+            image = read_image_or_skip(path, on_bad_image, warn)
+            if image is None:
                 continue
             images.append(resize(image, tuple(embedder.input_size)))
             kept.append(Path(path))

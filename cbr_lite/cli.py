@@ -74,21 +74,16 @@ def run_build(args) -> None:
 
 def run_classify(args) -> None:
     """Classify images with a model file; labels and preprocessing come from its metadata."""
-    from cbr_lite.albums import expand_inputs
+    from cbr_lite.albums import expand_inputs, read_image_or_skip
     from cbr_lite.builder import Classifier
-    from cbr_lite.images import load_image
 
     if args.top_k < 0:
         raise CbrError(f"--top-k must be 0 (all classes) or more, not {args.top_k}")
     classifier = Classifier(args.model)
     results = []
     for path in expand_inputs(args.inputs):
-        try:
-            image = load_image(path)
-        except CbrError as error:
-            if args.on_bad_image == "error":
-                raise
-            warn(f"skipped {error}")
+        image = read_image_or_skip(path, args.on_bad_image, warn)
+        if image is None:
             continue
         predictions = classifier.ranked(classifier.scores([image])[0], args.top_k)
         results.append({"image": str(path),
