@@ -201,14 +201,9 @@ def build_head(variant: str, index: np.ndarray, labels: np.ndarray, num_classes:
 
 def convert_head(variant: str, head) -> bytes:
     """The head as a .tflite file: float32, or int8 weights for the ``int8`` variant."""
-    import contextlib
-    import io
-
     from cbr_lite.export import to_tflite
 
-    # Keras prints "Saved artifact at ..." for the SavedModel the converter goes through.
-    with contextlib.redirect_stdout(io.StringIO()):
-        return to_tflite(head, quantize="int8" if variant == "int8" else "none")
+    return to_tflite(head, quantize="int8" if variant == "int8" else "none")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,11 +235,8 @@ def median_ms(function, **options) -> float:
 def litert_latency(tflite: bytes, query: np.ndarray, threads: int) -> tuple[float, float, np.ndarray, list]:
     """``(median ms, fastest ms of one query, the output scores, the op names)`` for a .tflite run by LiteRT."""
     from cbr_lite.export import LiteRTModel
-    from cbr_lite.notebook import stderr_silenced
 
-    # LiteRT announces its XNNPACK delegate on stderr (C++ code), once per process.
-    with stderr_silenced():
-        model = LiteRTModel(tflite, num_threads=threads)
+    model = LiteRTModel(tflite, num_threads=threads)
     interpreter, tensor = model.interpreter, model.input["index"]
     interpreter.set_tensor(tensor, query.reshape(model.input["shape"]).astype(np.float32))
     latency, best = time_ms(interpreter.invoke)

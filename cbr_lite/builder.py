@@ -19,7 +19,6 @@ The same inputs give byte-identical files: no timestamps, sorted listings, fixed
 
 from __future__ import annotations
 
-import contextlib
 import io
 import sys
 import zipfile
@@ -30,11 +29,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from cbr_lite.errors import CbrError
+from cbr_lite.export import QUANTIZATIONS, LiteRTModel
 
 INDEX_FILE = "index.npz"
 #: Bumped when the layout of ``index.npz`` or ``cbr.json`` changes incompatibly.
 FORMAT_VERSION = 1
-QUANTIZATIONS = ("none", "float16", "int8")
 #: How int8 index rows are scaled (see cbr_lite.quantization): one scale per index image.
 INT8_SCALE = "row"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -246,10 +245,7 @@ def _convert(embedder, index_embeddings, image_labels, num_classes, aggregation,
                                       scale=INT8_SCALE)
     else:
         model = build_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation)
-    # The converter saves a temporary SavedModel and prints its signature to stdout; the command line's
-    # output (and --json) must not carry that.
-    with contextlib.redirect_stdout(io.StringIO()):
-        return to_tflite(model, quantize)
+    return to_tflite(model, quantize)  # quiet: to_tflite hides the converter's SavedModel chatter
 
 
 def save_index(index_embeddings: np.ndarray, image_labels: np.ndarray) -> bytes:
@@ -419,7 +415,7 @@ class Classifier:
         self.mean = np.float32(metadata["mean"])
         self.std = np.float32(metadata["std"])
         self.input_size = tuple(metadata["input_size"])
-        self.model = _quiet_litert(self.data)
+        self.model = LiteRTModel(self.data)
         self.uint8_input = np.dtype(self.model.input["dtype"]) == np.uint8
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
@@ -468,19 +464,10 @@ def read_model_file(path) -> bytes:
         raise CbrError(f"{path}: cannot read it ({error.strerror or error})") from None
 
 
-def _quiet_litert(data: bytes):
-    """A LiteRTModel, created without LiteRT's "Created TensorFlow Lite XNNPACK delegate" line on stderr."""
-    from cbr_lite.export import LiteRTModel
-    from cbr_lite.notebook import stderr_silenced
-
-    with stderr_silenced():
-        return LiteRTModel(data)
-
-
 def count_ops(data: bytes) -> list:
     """``[(op name, count), ...]`` of a .tflite model, in order of first use."""
     counts: dict = {}
-    for op in _quiet_litert(data).ops():
+    for op in LiteRTModel(data).ops():
         counts[op] = counts.get(op, 0) + 1
     return list(counts.items())
 
