@@ -19,7 +19,7 @@ from cbr_lite.export import LiteRTModel, to_tflite
 from cbr_lite.images import load_image
 from cbr_lite.layers import ClassAggregation, L2Normalize, PerClassSelectMax, class_grid
 from cbr_lite.retrieval import build_classifier, build_retrieval_head, nearest_neighbour_layer
-from cbr_lite.quantization import Int8NearestNeighbours, build_int8_classifier, quantize_index
+from cbr_lite.quantization import Int8NearestNeighbours, quantize_index
 from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize, squared_l2
 from cbr_lite.thresholds import choose_threshold, predict_or_unknown
 
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Albums", "CbrError", "ClassAggregation", "Classifier", "DEFAULT_EMBEDDER", "Embedder", "Int8NearestNeighbours",
     "L2Normalize", "LiteRTModel", "PerClassSelectMax", "add_classes", "available_embedders", "build_classifier",
-    "build_classifier_file", "build_int8_classifier", "build_retrieval_head", "choose_threshold", "class_grid",
+    "build_classifier_file", "build_retrieval_head", "choose_threshold", "class_grid",
     "class_scores", "classify", "cosine_similarity", "expand_inputs", "find_albums", "l2_normalize",
     "load_albums", "load_embedder", "load_image", "nearest_neighbour_layer", "predict_or_unknown",
     "quantize_index", "read_classifier_file", "remove_classes", "squared_l2", "to_tflite",

@@ -45,9 +45,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras import ops
 
 from cbr_lite.errors import CbrError
+from cbr_lite.export import LiteRTModel, to_tflite
+from cbr_lite.layers import L2Normalize, class_grid
+from cbr_lite.retrieval import build_retrieval_head, nearest_neighbour_layer
 
 TFLITE_VARIANTS = ("per_class", "gather", "reshape", "segment", "masked", "int8")
 BASELINES = ("numpy", "faiss")
@@ -97,112 +102,83 @@ def reference_scores(queries: np.ndarray, index: np.ndarray, members: np.ndarray
     return np.stack([(index @ query)[members].max(axis=1) for query in np.atleast_2d(queries)])
 
 
-def _head_layers():
-    """The bench-only Keras layers (defined on first use, so importing this module does not import Keras)."""
-    global _LAYERS
-    if _LAYERS is None:
-        import keras
-        from keras import ops
+@keras.saving.register_keras_serializable(package="cbr_lite.bench")
+class GridMax(keras.layers.Layer):
+    """Scores in grid order ``(batch, classes * shots)`` -> reshape -> max over shots (the ``reshape`` form)."""
 
-        @keras.saving.register_keras_serializable(package="cbr_lite.bench")
-        class GridMax(keras.layers.Layer):
-            """Scores in grid order ``(batch, classes * shots)`` -> reshape -> max over shots."""
+    def __init__(self, num_classes: int, shots: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.shots = int(num_classes), int(shots)
 
-            def __init__(self, num_classes: int, shots: int, **kwargs):
-                super().__init__(**kwargs)
-                self.num_classes, self.shots = int(num_classes), int(shots)
+    def call(self, scores):
+        return ops.max(ops.reshape(scores, (-1, self.num_classes, self.shots)), axis=-1)
 
-            def call(self, scores):
-                return ops.max(ops.reshape(scores, (-1, self.num_classes, self.shots)), axis=-1)
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
 
-            def compute_output_shape(self, input_shape):
-                return (input_shape[0], self.num_classes)
-
-            def get_config(self):
-                return {**super().get_config(), "num_classes": self.num_classes, "shots": self.shots}
-
-        @keras.saving.register_keras_serializable(package="cbr_lite.bench")
-        class SegmentMax(keras.layers.Layer):
-            """Scores ``(batch, images)`` -> the max over each class's images by one segment op."""
-
-            def __init__(self, image_labels, num_classes: int, **kwargs):
-                super().__init__(**kwargs)
-                self.image_labels = [int(label) for label in image_labels]
-                self.num_classes = int(num_classes)
-
-            def call(self, scores):
-                ids = np.array(self.image_labels, dtype="int32")
-                # Segment ops reduce the first axis, so the image axis is moved there and back.
-                per_class = ops.segment_max(ops.transpose(scores), ids, num_segments=self.num_classes)
-                return ops.transpose(per_class)
-
-            def compute_output_shape(self, input_shape):
-                return (input_shape[0], self.num_classes)
-
-            def get_config(self):
-                return {**super().get_config(), "image_labels": self.image_labels, "num_classes": self.num_classes}
-
-        @keras.saving.register_keras_serializable(package="cbr_lite.bench")
-        class MaskedMax(keras.layers.Layer):
-            """Scores ``(batch, images)`` + a ``(classes, images)`` mask of 0 / -3 -> max over images."""
-
-            def __init__(self, image_labels, num_classes: int, **kwargs):
-                super().__init__(**kwargs)
-                self.image_labels = [int(label) for label in image_labels]
-                self.num_classes = int(num_classes)
-
-            def call(self, scores):
-                labels = np.array(self.image_labels)
-                penalty = np.where(labels[None, :] == np.arange(self.num_classes)[:, None], 0.0, -3.0)
-                return ops.max(ops.expand_dims(scores, 1) + penalty.astype("float32"), axis=-1)
-
-            def compute_output_shape(self, input_shape):
-                return (input_shape[0], self.num_classes)
-
-            def get_config(self):
-                return {**super().get_config(), "image_labels": self.image_labels, "num_classes": self.num_classes}
-
-        _LAYERS = {"reshape": GridMax, "segment": SegmentMax, "masked": MaskedMax}
-    return _LAYERS
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "shots": self.shots}
 
 
-_LAYERS = None
+class _ClassMaxFromLabels(keras.layers.Layer):
+    """Common part of the forms below: scores ``(batch, images)`` -> ``(batch, classes)``, given each image's class."""
+
+    def __init__(self, image_labels, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.image_labels = [int(label) for label in image_labels]
+        self.num_classes = int(num_classes)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "image_labels": self.image_labels, "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="cbr_lite.bench")
+class SegmentMax(_ClassMaxFromLabels):
+    """The max over each class's images by one segment op (the ``segment`` form)."""
+
+    def call(self, scores):
+        ids = np.array(self.image_labels, dtype="int32")
+        # Segment ops reduce the first axis, so the image axis is moved there and back.
+        per_class = ops.segment_max(ops.transpose(scores), ids, num_segments=self.num_classes)
+        return ops.transpose(per_class)
+
+
+@keras.saving.register_keras_serializable(package="cbr_lite.bench")
+class MaskedMax(_ClassMaxFromLabels):
+    """Scores + a ``(classes, images)`` mask of 0 / -3, then the max over images (the ``masked`` form)."""
+
+    def call(self, scores):
+        labels = np.array(self.image_labels)
+        penalty = np.where(labels[None, :] == np.arange(self.num_classes)[:, None], 0.0, -3.0)
+        return ops.max(ops.expand_dims(scores, 1) + penalty.astype("float32"), axis=-1)
 
 
 def build_head(variant: str, index: np.ndarray, labels: np.ndarray, num_classes: int):
     """The Keras head of one variant in :data:`TFLITE_VARIANTS`: raw embedding -> class scores."""
-    import keras
-
-    from cbr_lite.layers import L2Normalize, class_grid
-    from cbr_lite.retrieval import build_retrieval_head, nearest_neighbour_layer
-
-    if variant == "per_class":
-        return build_retrieval_head(index, labels, num_classes, per_class_ops=True)
-    if variant == "gather":
-        return build_retrieval_head(index, labels, num_classes)
-    if variant == "int8":
-        from cbr_lite.quantization import build_int8_retrieval_head
-
-        return build_int8_retrieval_head(index, labels, num_classes)
-    if variant not in _head_layers():
+    if variant not in TFLITE_VARIANTS:
         raise CbrError(f"unknown head variant {variant!r}: use one of {', '.join(TFLITE_VARIANTS)}")
+    if variant in ("per_class", "gather", "int8"):
+        return build_retrieval_head(index, labels, num_classes, per_class_ops=variant == "per_class",
+                                    index_dtype="int8" if variant == "int8" else "float32")
     embedding = keras.Input(shape=(index.shape[1],), name="embedding")
     unit_query = L2Normalize(name="l2_normalize")(embedding)
     if variant == "reshape":
         members, _ = class_grid(labels, num_classes)
         # The columns are put in grid order once, at build time; padding repeats a class's first image.
         scores = nearest_neighbour_layer(index[members.ravel()])(unit_query)
-        class_scores = _head_layers()["reshape"](num_classes, members.shape[1], name="grid_max")(scores)
+        class_scores = GridMax(num_classes, members.shape[1], name="grid_max")(scores)
     else:
         scores = nearest_neighbour_layer(index)(unit_query)
-        class_scores = _head_layers()[variant](labels, num_classes, name=f"{variant}_max")(scores)
+        layer = SegmentMax if variant == "segment" else MaskedMax
+        class_scores = layer(labels, num_classes, name=f"{variant}_max")(scores)
     return keras.Model(embedding, class_scores, name=f"{variant}_head")
 
 
 def convert_head(variant: str, head) -> bytes:
     """The head as a .tflite file: float32, or int8 weights for the ``int8`` variant."""
-    from cbr_lite.export import to_tflite
-
     return to_tflite(head, quantize="int8" if variant == "int8" else "none")
 
 
@@ -234,8 +210,6 @@ def median_ms(function, **options) -> float:
 
 def litert_latency(tflite: bytes, query: np.ndarray, threads: int) -> tuple[float, float, np.ndarray, list]:
     """``(median ms, fastest ms of one query, the output scores, the op names)`` for a .tflite run by LiteRT."""
-    from cbr_lite.export import LiteRTModel
-
     model = LiteRTModel(tflite, num_threads=threads)
     interpreter, tensor = model.interpreter, model.input["index"]
     interpreter.set_tensor(tensor, query.reshape(model.input["shape"]).astype(np.float32))
@@ -295,10 +269,6 @@ def _record(variant, classes, index, **fields):
 
 def measure_tflite_variant(variant: str, index, labels, classes: int, queries, threads: int) -> dict:
     """Build, convert, check and time one head variant; returns its record."""
-    import keras
-
-    from cbr_lite.layers import class_grid
-
     start = time.perf_counter()
     head = build_head(variant, index, labels, classes)
     build_s = time.perf_counter() - start
@@ -308,12 +278,13 @@ def measure_tflite_variant(variant: str, index, labels, classes: int, queries, t
     del head
     keras.backend.clear_session()
     gc.collect()
-    latency, best, output, ops = litert_latency(tflite, queries[0], threads)
+    latency, best, output, op_names = litert_latency(tflite, queries[0], threads)
     one_thread = litert_latency(tflite, queries[0], 1)[0] if threads > 1 else latency
     members, _ = class_grid(labels, classes)
     expected = reference_scores(queries[:1], index, members)[0]
     return _record(variant, classes, index, build_s=build_s, convert_s=convert_s, convert_cpu_s=convert_cpu_s,
-                   size_bytes=len(tflite), latency_ms=latency, best_ms=best, latency_1thread_ms=one_thread, ops=len(ops), op_names=sorted(set(ops)),
+                   size_bytes=len(tflite), latency_ms=latency, best_ms=best, latency_1thread_ms=one_thread,
+                   ops=len(op_names), op_names=sorted(set(op_names)),
                    max_abs_error=float(np.abs(output - expected).max()),
                    top1_same=bool(output.argmax() == expected.argmax()))
 
@@ -323,8 +294,6 @@ def measure_numpy(index, labels, classes: int, queries, threads: int = 1) -> dic
 
     Timed with ``threads`` BLAS threads (as LiteRT) and with one.
     """
-    from cbr_lite.layers import class_grid
-
     members, _ = class_grid(labels, classes)
     query = queries[0]
     with blas_threads(threads):
@@ -352,18 +321,12 @@ def measure_faiss(index, labels, classes: int, queries, threads: int) -> dict | 
     one_thread = time_ms(lambda: search.search(query, 1))[0]
     faiss.omp_set_num_threads(threads)
     nearest = int(search.search(query, 1)[1][0, 0])
-    expected = int(reference_scores(query, index, _grid(labels, classes))[0].argmax())
+    expected = int(reference_scores(query, index, class_grid(labels, classes)[0])[0].argmax())
     record = _record("faiss", classes, index, size_bytes=index.nbytes, latency_ms=latency, best_ms=best,
                      latency_1thread_ms=one_thread,
                      top1_same=bool(labels[nearest] == expected))
     del search
     return record
-
-
-def _grid(labels, classes):
-    from cbr_lite.layers import class_grid
-
-    return class_grid(labels, classes)[0]
 
 
 def extrapolate(records: list, classes: int, field: str) -> float | None:
@@ -468,8 +431,6 @@ def embedding_throughput(embedder_name: str = "glyph-cnn", batch_sizes=(1, 32), 
     The input is random normalised pixels: the time does not depend on what the image shows.
     """
     from cbr_lite.embedders import load_embedder
-    from cbr_lite.export import LiteRTModel, to_tflite
-
     embedder = load_embedder(embedder_name)
     height, width = embedder.input_size
     rng = np.random.default_rng(0)

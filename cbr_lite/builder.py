@@ -36,6 +36,8 @@ INDEX_FILE = "index.npz"
 FORMAT_VERSION = 1
 #: How int8 index rows are scaled (see cbr_lite.quantization): one scale per index image.
 INT8_SCALE = "row"
+#: The dtype the index matrix is stored in for each quantisation (cbr_lite.retrieval.INDEX_DTYPES).
+INDEX_DTYPE = {"none": "float32", "float16": "float32", "int8": "int8"}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 #: Images are read, shrunk to the embedder's input size and embedded this many at a time, so a folder
 #: of full-size photos never has to fit in memory at once.
@@ -191,7 +193,7 @@ def classifier_file_from_index(embedder, index_embeddings, image_labels, class_n
     """Assemble, convert and label a classifier from an index that is already embedded."""
     from cbr_lite import __version__
     from cbr_lite.metadata import add_metadata
-    from cbr_lite.retrieval import check_index
+    from cbr_lite.similarity import check_index
 
     embedder = resolve_embedder(embedder)
     _check_quantize(quantize)
@@ -235,16 +237,12 @@ def _check_quantize(quantize: str) -> None:
 def _convert(embedder, index_embeddings, image_labels, num_classes, aggregation, quantize) -> bytes:
     """The classifier network as .tflite bytes (no metadata yet)."""
     from cbr_lite.export import to_tflite
-    from cbr_lite.quantization import build_int8_classifier
     from cbr_lite.retrieval import build_classifier
 
-    if quantize == "int8":
-        # The index as int8 with one scale per image (cbr_lite.quantization); the converter's dynamic-range
-        # quantisation then stores those same integers, and the embedder's weights as int8 too.
-        model = build_int8_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation,
-                                      scale=INT8_SCALE)
-    else:
-        model = build_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation)
+    # With quantize="int8" the index is stored as int8 with one scale per image (cbr_lite.quantization); the
+    # converter's dynamic-range quantisation then keeps those same integers, and the embedder's weights as int8.
+    model = build_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation,
+                             index_dtype=INDEX_DTYPE[quantize], int8_scale=INT8_SCALE)
     return to_tflite(model, quantize)  # quiet: to_tflite hides the converter's SavedModel chatter
 
 

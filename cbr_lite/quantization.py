@@ -19,9 +19,9 @@ in ``[-127, 127]`` and read back as ``q * s``. The choice of the scale ``s`` dec
 [[0.598, 0.8], [1.0, 0.0]]
 
 :class:`Int8NearestNeighbours` is the Keras layer (the int8 counterpart of
-:func:`cbr_lite.retrieval.nearest_neighbour_layer`), :func:`build_int8_retrieval_head` and
-:func:`build_int8_classifier` assemble models with it. Convert them with
-``cbr_lite.export.to_tflite(model, quantize="int8")``: the converter's weight quantisation then stores the
+:func:`cbr_lite.retrieval.nearest_neighbour_layer`); ``cbr_lite.retrieval.build_retrieval_head(...,
+index_dtype="int8")`` and ``build_classifier(..., index_dtype="int8")`` assemble models with it. Convert them
+with ``cbr_lite.export.to_tflite(model, quantize="int8")``: the converter's weight quantisation then stores the
 matrix as int8 with per-row scales, which for ``scale="row"`` are exactly the layer's integers and scales.
 """
 
@@ -32,8 +32,7 @@ import numpy as np
 from keras import ops
 
 from cbr_lite.errors import CbrError
-from cbr_lite.layers import ClassAggregation, L2Normalize
-from cbr_lite.similarity import l2_normalize
+from cbr_lite.similarity import check_index, class_scores, cosine_similarity, l2_normalize
 
 #: The scale choices, best first (see the module docstring).
 SCALES = ("row", "matrix", "fixed")
@@ -157,42 +156,6 @@ def int8_nearest_neighbour_layer(index_embeddings: np.ndarray, scale: str = "row
     return Int8NearestNeighbours.from_index(index_embeddings, scale, name=name)
 
 
-def build_int8_retrieval_head(index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
-                              aggregation: str = "max", scale: str = "row",
-                              name: str = "retrieval_head") -> keras.Model:
-    """:func:`cbr_lite.retrieval.build_retrieval_head` with the index stored as int8.
-
-    A raw embedding ``(batch, dim)`` -> class scores ``(batch, classes)``; the layers are named as in the
-    float head, so the two models can be compared layer by layer.
-
-    >>> head = build_int8_retrieval_head(np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), [0, 1, 0])
-    >>> head.predict_on_batch(np.array([[3.0, 0.1]])).astype(float).round(2).tolist()
-    [[1.0, 0.03]]
-    """
-    from cbr_lite.retrieval import check_index
-
-    index_embeddings, image_labels, num_classes = check_index(index_embeddings, image_labels, num_classes)
-    embedding = keras.Input(shape=(index_embeddings.shape[1],), name="embedding")
-    unit_query = L2Normalize(name="l2_normalize")(embedding)
-    image_scores = int8_nearest_neighbour_layer(index_embeddings, scale)(unit_query)
-    class_scores = ClassAggregation.from_labels(
-        image_labels, num_classes, aggregation, name="class_aggregation"
-    )(image_scores)
-    return keras.Model(embedding, class_scores, name=name)
-
-
-def build_int8_classifier(embedder, index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
-                          aggregation: str = "max", scale: str = "row") -> keras.Model:
-    """:func:`cbr_lite.retrieval.build_classifier` with the int8 head: preprocessed images -> class scores.
-
-    Convert with ``to_tflite(model, quantize="int8")`` so the matrix is stored as int8 in the file.
-    """
-    head = build_int8_retrieval_head(index_embeddings, image_labels, num_classes, aggregation, scale)
-    height, width = embedder.input_size
-    image = keras.Input(shape=(height, width, 3), name="image")
-    return keras.Model(image, head(embedder.model(image)), name="cbr_classifier")
-
-
 def int8_scores(queries: np.ndarray, index_embeddings: np.ndarray, scale: str = "row") -> np.ndarray:
     """Cosine scores ``(queries, images)`` against the int8 index, in NumPy (the reference for the layer)."""
     q, scales = quantize_index(l2_normalize(np.asarray(index_embeddings, dtype=np.float32)), scale)
@@ -208,9 +171,6 @@ def top1_agreement(queries: np.ndarray, index_embeddings: np.ndarray, image_labe
     >>> top1_agreement(queries, index, np.arange(40) % 8, scale="row") >= 0.95
     True
     """
-    from cbr_lite.retrieval import check_index
-    from cbr_lite.similarity import class_scores, cosine_similarity
-
     index_embeddings, image_labels, num_classes = check_index(index_embeddings, image_labels, num_classes)
     exact = class_scores(cosine_similarity(queries, index_embeddings), image_labels, num_classes, aggregation)
     rounded = class_scores(int8_scores(queries, index_embeddings, scale), image_labels, num_classes, aggregation)

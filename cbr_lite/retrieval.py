@@ -1,10 +1,17 @@
 """Assembling CbR models: index embeddings in, Keras models out. No training anywhere.
 
+One builder for every exact head: ``index_dtype="float32"`` keeps the unit index embeddings as the kernel of
+a plain ``Dense`` layer, ``index_dtype="int8"`` stores them as int8 with one scale per image
+(:mod:`cbr_lite.quantization`); the aggregation after it is the same.
+
 >>> import numpy as np
 >>> index = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
 >>> head = build_retrieval_head(index, image_labels=[0, 1, 0], num_classes=2)
 >>> print(head.predict_on_batch(np.array([[3.0, 0.1]])).round(3))
 [[0.999 0.033]]
+>>> int8_head = build_retrieval_head(index, [0, 1, 0], 2, index_dtype="int8")
+>>> int8_head.predict_on_batch(np.array([[3.0, 0.1]])).astype(float).round(2).tolist()
+[[1.0, 0.03]]
 """
 
 from __future__ import annotations
@@ -14,7 +21,11 @@ import numpy as np
 
 from cbr_lite.errors import CbrError
 from cbr_lite.layers import ClassAggregation, L2Normalize, PerClassSelectMax
-from cbr_lite.similarity import l2_normalize
+from cbr_lite.quantization import int8_nearest_neighbour_layer
+from cbr_lite.similarity import check_index, l2_normalize
+
+#: How the index matrix can be stored: float32 (a ``Dense`` kernel) or int8 with one scale per index image.
+INDEX_DTYPES = ("float32", "int8")
 
 
 def nearest_neighbour_layer(index_embeddings: np.ndarray, name: str = "nearest_neighbours") -> keras.layers.Dense:
@@ -30,31 +41,10 @@ def nearest_neighbour_layer(index_embeddings: np.ndarray, name: str = "nearest_n
     return layer
 
 
-def check_index(index_embeddings: np.ndarray, image_labels, num_classes: int | None = None):
-    """Validate an index and return it as ``(float32 embeddings, int labels, num_classes)``.
-
-    Raises :class:`CbrError` for a shape mismatch, an empty index, a class without images, or a single
-    class (a classifier with one class answers the same whatever it is shown).
-    """
-    index_embeddings = np.asarray(index_embeddings, dtype=np.float32)
-    image_labels = np.asarray(image_labels)
-    if index_embeddings.ndim != 2 or len(index_embeddings) == 0:
-        raise CbrError(f"index embeddings must be a non-empty (images, dim) array, got shape {index_embeddings.shape}")
-    if image_labels.ndim != 1:
-        raise CbrError(
-            f"image labels must be a flat list of class numbers, got an array of shape {image_labels.shape}"
-        )
-    if image_labels.shape != (len(index_embeddings),):
-        raise CbrError(f"{len(index_embeddings)} index embeddings but {image_labels.size} image labels")
-    if not np.issubdtype(image_labels.dtype, np.integer) or image_labels.min() < 0:
-        raise CbrError("image labels must be class numbers 0, 1, 2, ...")
-    if num_classes is None:
-        num_classes = int(image_labels.max()) + 1
-    if num_classes < 2:
-        raise CbrError(
-            "a classifier needs at least two classes: with one it gives the same answer for every image"
-        )
-    return index_embeddings, image_labels.astype(np.int32), num_classes
+def check_index_dtype(index_dtype: str) -> None:
+    """Raise :class:`CbrError` unless ``index_dtype`` is one of :data:`INDEX_DTYPES`."""
+    if index_dtype not in INDEX_DTYPES:
+        raise CbrError(f"unknown index dtype {index_dtype!r}: use one of {', '.join(INDEX_DTYPES)}")
 
 
 def build_retrieval_head(
@@ -63,17 +53,28 @@ def build_retrieval_head(
     num_classes: int | None = None,
     aggregation: str = "max",
     per_class_ops: bool = False,
+    index_dtype: str = "float32",
+    int8_scale: str = "row",
     name: str = "retrieval_head",
 ) -> keras.Model:
     """The retrieval layers as a Keras model: a raw embedding ``(batch, dim)`` -> class scores ``(batch, classes)``.
 
     ``per_class_ops=True`` builds Google's reference aggregation (one select + max per class, max only)
     instead of the single gather + reduce of :class:`ClassAggregation`; the scores are identical.
+    ``index_dtype="int8"`` stores the index as int8 with the scales ``int8_scale`` chooses
+    (:mod:`cbr_lite.quantization`); convert such a head with ``to_tflite(model, quantize="int8")`` so the
+    file holds those integers. Either way the layers have the same names, so two heads can be compared
+    layer by layer.
     """
+    check_index_dtype(index_dtype)
     index_embeddings, image_labels, num_classes = check_index(index_embeddings, image_labels, num_classes)
     embedding = keras.Input(shape=(index_embeddings.shape[1],), name="embedding")
     unit_query = L2Normalize(name="l2_normalize")(embedding)
-    image_scores = nearest_neighbour_layer(index_embeddings)(unit_query)
+    if index_dtype == "int8":
+        nearest = int8_nearest_neighbour_layer(index_embeddings, int8_scale)
+    else:
+        nearest = nearest_neighbour_layer(index_embeddings)
+    image_scores = nearest(unit_query)
     if per_class_ops:
         if aggregation != "max":
             raise CbrError("the per-class reference form supports only max aggregation")
@@ -85,13 +86,21 @@ def build_retrieval_head(
     return keras.Model(embedding, class_scores, name=name)
 
 
-def build_classifier(embedder, index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
-                     aggregation: str = "max", per_class_ops: bool = False) -> keras.Model:
-    """The whole CbR model: a preprocessed image batch -> class scores, ready to export.
+def attach_embedder(embedder, head: keras.Model) -> keras.Model:
+    """The whole CbR model: a preprocessed image batch -> ``embedder`` -> ``head``'s outputs, ready to export.
 
-    ``embedder`` is a :class:`cbr_lite.embedders.Embedder`; its model is reused, not copied.
+    ``embedder`` is a :class:`cbr_lite.embedders.Embedder`; its model is reused, not copied. ``head`` is any
+    model from an embedding to scores (this module's exact head, or :mod:`cbr_lite.ivf`'s).
     """
-    head = build_retrieval_head(index_embeddings, image_labels, num_classes, aggregation, per_class_ops)
     height, width = embedder.input_size
     image = keras.Input(shape=(height, width, 3), name="image")
     return keras.Model(image, head(embedder.model(image)), name="cbr_classifier")
+
+
+def build_classifier(embedder, index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
+                     aggregation: str = "max", per_class_ops: bool = False, index_dtype: str = "float32",
+                     int8_scale: str = "row") -> keras.Model:
+    """The whole CbR model with the exact head of :func:`build_retrieval_head`: preprocessed images -> class scores."""
+    head = build_retrieval_head(index_embeddings, image_labels, num_classes, aggregation, per_class_ops,
+                                index_dtype, int8_scale)
+    return attach_embedder(embedder, head)

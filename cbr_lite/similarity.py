@@ -88,6 +88,33 @@ def class_scores(
     return scores
 
 
+def check_index(index_embeddings: np.ndarray, image_labels, num_classes: int | None = None):
+    """Validate an index and return it as ``(float32 embeddings, int32 labels, num_classes)``.
+
+    Raises :class:`CbrError` for a shape mismatch, an empty index, a class without images, or a single
+    class (a classifier with one class answers the same whatever it is shown).
+    """
+    index_embeddings = np.asarray(index_embeddings, dtype=np.float32)
+    image_labels = np.asarray(image_labels)
+    if index_embeddings.ndim != 2 or len(index_embeddings) == 0:
+        raise CbrError(f"index embeddings must be a non-empty (images, dim) array, got shape {index_embeddings.shape}")
+    if image_labels.ndim != 1:
+        raise CbrError(
+            f"image labels must be a flat list of class numbers, got an array of shape {image_labels.shape}"
+        )
+    if image_labels.shape != (len(index_embeddings),):
+        raise CbrError(f"{len(index_embeddings)} index embeddings but {image_labels.size} image labels")
+    if not np.issubdtype(image_labels.dtype, np.integer) or image_labels.min() < 0:
+        raise CbrError("image labels must be class numbers 0, 1, 2, ...")
+    if num_classes is None:
+        num_classes = int(image_labels.max()) + 1
+    if num_classes < 2:
+        raise CbrError(
+            "a classifier needs at least two classes: with one it gives the same answer for every image"
+        )
+    return index_embeddings, image_labels.astype(np.int32), num_classes
+
+
 def parse_aggregation(aggregation: str) -> tuple[str, int]:
     """Split an aggregation name into its kind and K: ``"topk:3"`` -> ``("topk", 3)``, ``"max"`` -> ``("max", 1)``."""
     if aggregation in ("max", "mean"):

@@ -226,7 +226,7 @@ class LiveScorer:
 
     def __init__(self, embedder, index_embeddings, image_labels, class_names, aggregation: str = "max"):
         from cbr_lite.builder import check_class_names, resolve_embedder
-        from cbr_lite.retrieval import check_index
+        from cbr_lite.similarity import check_index
         from cbr_lite.similarity import parse_aggregation
 
         self.embedder = resolve_embedder(embedder)

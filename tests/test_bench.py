@@ -108,3 +108,15 @@ def test_main_writes_json(tmp_path, capsys):
     assert {"variant", "classes", "index_vectors", "convert_s", "size_bytes", "latency_ms"} <= set(data["records"][0])
     assert data["limits"]["copy_gb_per_s"] > 0 and data["machine"]["cores"] >= 1
     assert "numpy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variant", ["reshape", "segment", "masked"])
+def test_alternative_heads_are_registered_layers_that_save_and_load_in_safe_mode(tmp_path, variant):
+    import keras
+
+    index, labels = bench.synthetic_index(4, shots=2, dim=8)
+    head = bench.build_head(variant, index, labels, 4)
+    head.save(tmp_path / "head.keras")
+    loaded = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True, compile=False)
+    queries = bench.synthetic_queries(index, count=3)
+    np.testing.assert_array_equal(loaded.predict_on_batch(queries), head.predict_on_batch(queries))

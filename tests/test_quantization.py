@@ -13,8 +13,7 @@ import pytest
 from cbr_lite.errors import CbrError
 from cbr_lite.export import LiteRTModel, to_tflite
 from cbr_lite.quantization import (
-    SCALES, Int8NearestNeighbours, build_int8_retrieval_head, dequantize_index, int8_scores, quantize_index,
-    top1_agreement,
+    SCALES, Int8NearestNeighbours, dequantize_index, int8_scores, quantize_index, top1_agreement,
 )
 from cbr_lite.retrieval import build_retrieval_head
 from cbr_lite.similarity import class_scores, l2_normalize
@@ -88,7 +87,7 @@ def test_int8_head_agrees_with_float_head():
     index, labels = rng.normal(size=(60, 32)), np.arange(60) % 12
     queries = index[::3] + 0.3 * rng.normal(size=(20, 32))
     float_scores = build_retrieval_head(index, labels).predict_on_batch(queries)
-    int8_head = build_int8_retrieval_head(index, labels)
+    int8_head = build_retrieval_head(index, labels, index_dtype="int8")
     scores = int8_head.predict_on_batch(queries)
     reference = class_scores(int8_scores(queries, index), labels, 12)
     np.testing.assert_allclose(scores, reference, atol=1e-5)
@@ -109,7 +108,7 @@ def test_top1_agreement_counts_disagreements():
 
 def test_tflite_keeps_the_same_int8_integers_in_one_fully_connected_op():
     index, labels = unit_rows(300, 64), np.arange(300) % 30
-    head = build_int8_retrieval_head(index, labels)
+    head = build_retrieval_head(index, labels, index_dtype="int8")
     data = to_tflite(head, quantize="int8")
     float_data = to_tflite(build_retrieval_head(index, labels), quantize="none")
     assert len(data) < 0.4 * len(float_data)

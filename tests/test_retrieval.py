@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from cbr_lite.errors import CbrError
-from cbr_lite.retrieval import build_classifier, build_retrieval_head, check_index, nearest_neighbour_layer
+from cbr_lite.export import to_tflite
+from cbr_lite.layers import ClassAggregation, L2Normalize
+from cbr_lite.quantization import Int8NearestNeighbours, int8_scores
+from cbr_lite.retrieval import build_classifier, build_retrieval_head, nearest_neighbour_layer
 from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize
 
 # Unequal shots per class (3, 1, 4), labels not grouped.
@@ -77,26 +80,6 @@ def test_num_classes_may_be_given_and_must_cover_every_class(index):
         build_retrieval_head(index, LABELS, num_classes=2)
 
 
-@pytest.mark.parametrize("embeddings, labels, message", [
-    (np.ones((3, 4)), [0, 0, 0], "at least two classes"),
-    (np.zeros((0, 4)), [], "non-empty"),
-    (np.ones(4), [0, 1, 0, 1], "non-empty \\(images, dim\\)"),
-    (np.ones((3, 4)), [0, 1], "3 index embeddings but 2 image labels"),
-    (np.ones((2, 4)), [[0, 1]], "flat list of class numbers, got an array of shape \\(1, 2\\)"),
-    (np.ones((2, 4)), [0.0, 1.0], "class numbers"),
-    (np.ones((2, 4)), [-1, 1], "class numbers"),
-    (np.ones((2, 4)), ["a", "b"], "class numbers"),
-])
-def test_check_index_refuses_bad_indexes(embeddings, labels, message):
-    with pytest.raises(CbrError, match=message):
-        check_index(embeddings, labels)
-
-
-def test_check_index_returns_float32_embeddings_and_int_labels():
-    embeddings, labels, num_classes = check_index(np.ones((3, 2), dtype=np.float64), [1, 0, 1])
-    assert embeddings.dtype == np.float32 and labels.dtype == np.int32 and num_classes == 2
-
-
 def test_classifier_is_embedder_then_head(tiny_test_embedder):
     rng = np.random.default_rng(2)
     images = [rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8) for _ in range(5)]
@@ -110,3 +93,28 @@ def test_classifier_is_embedder_then_head(tiny_test_embedder):
     maxed = build_classifier(tiny_test_embedder, index, [0, 1, 1, 0]).predict_on_batch(batch[:4])
     assert maxed.argmax(axis=1).tolist() == [0, 1, 1, 0]
     np.testing.assert_allclose(maxed.max(axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_head_scores_with_the_int8_index(index, queries):
+    head = build_retrieval_head(index, LABELS, aggregation="topk:2", index_dtype="int8")
+    expected = class_scores(int8_scores(queries, index), LABELS, 3, "topk:2")
+    np.testing.assert_allclose(head.predict_on_batch(queries), expected, atol=1e-5)
+    float_head = build_retrieval_head(index, LABELS, aggregation="topk:2")
+    assert [layer.name for layer in head.layers] == [layer.name for layer in float_head.layers]
+
+
+def test_int8_head_converts_to_the_bytes_of_the_layers_assembled_by_hand(index):
+    """The one builder adds nothing to its layers: the int8 head is L2Normalize -> Int8NearestNeighbours ->
+    ClassAggregation, named as the float head's layers, and converts to exactly those bytes."""
+    embedding = keras.Input(shape=(index.shape[1],), name="embedding")
+    unit = L2Normalize(name="l2_normalize")(embedding)
+    scores = Int8NearestNeighbours.from_index(index, "row", name="nearest_neighbours")(unit)
+    classes = ClassAggregation.from_labels(LABELS, 3, "max", name="class_aggregation")(scores)
+    by_hand = keras.Model(embedding, classes, name="retrieval_head")
+    built = build_retrieval_head(index, LABELS, index_dtype="int8")
+    assert to_tflite(built, quantize="int8") == to_tflite(by_hand, quantize="int8")
+
+
+def test_unknown_index_dtype_is_an_error(index):
+    with pytest.raises(CbrError, match="unknown index dtype 'int4'"):
+        build_retrieval_head(index, LABELS, index_dtype="int4")

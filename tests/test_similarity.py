@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cbr_lite.errors import CbrError
-from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize, parse_aggregation, squared_l2
+from cbr_lite.similarity import (
+    check_index, class_scores, cosine_similarity, l2_normalize, parse_aggregation, squared_l2,
+)
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=64)
 
@@ -144,3 +146,23 @@ def test_parse_aggregation_refuses_anything_else_in_one_line(name):
     with pytest.raises(CbrError, match="use max, mean or topk:K") as error:
         parse_aggregation(name)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("embeddings, labels, message", [
+    (np.ones((3, 4)), [0, 0, 0], "at least two classes"),
+    (np.zeros((0, 4)), [], "non-empty"),
+    (np.ones(4), [0, 1, 0, 1], "non-empty \\(images, dim\\)"),
+    (np.ones((3, 4)), [0, 1], "3 index embeddings but 2 image labels"),
+    (np.ones((2, 4)), [[0, 1]], "flat list of class numbers, got an array of shape \\(1, 2\\)"),
+    (np.ones((2, 4)), [0.0, 1.0], "class numbers"),
+    (np.ones((2, 4)), [-1, 1], "class numbers"),
+    (np.ones((2, 4)), ["a", "b"], "class numbers"),
+])
+def test_check_index_refuses_bad_indexes(embeddings, labels, message):
+    with pytest.raises(CbrError, match=message):
+        check_index(embeddings, labels)
+
+
+def test_check_index_returns_float32_embeddings_and_int_labels():
+    embeddings, labels, num_classes = check_index(np.ones((3, 2), dtype=np.float64), [1, 0, 1])
+    assert embeddings.dtype == np.float32 and labels.dtype == np.int32 and num_classes == 2
