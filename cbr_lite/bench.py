@@ -34,6 +34,8 @@ The JSON written by ``--json`` is ``{"machine": ..., "settings": ..., "records":
 
 from __future__ import annotations
 
+# This module is imported to build ``cbr-lite``'s argument parser, so it imports Keras and TensorFlow
+# only inside the functions that measure (the head forms live in cbr_lite.bench_heads).
 import argparse
 import gc
 import json
@@ -45,14 +47,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import ops
 
 from cbr_lite.errors import CbrError
-from cbr_lite.export import LiteRTModel, to_tflite
-from cbr_lite.layers import L2Normalize, class_grid
-from cbr_lite.retrieval import build_retrieval_head, nearest_neighbour_layer
+from cbr_lite.files import write_atomically
 
 TFLITE_VARIANTS = ("per_class", "gather", "reshape", "segment", "masked", "int8")
 BASELINES = ("numpy", "faiss")
@@ -102,86 +100,6 @@ def reference_scores(queries: np.ndarray, index: np.ndarray, members: np.ndarray
     return np.stack([(index @ query)[members].max(axis=1) for query in np.atleast_2d(queries)])
 
 
-@keras.saving.register_keras_serializable(package="cbr_lite.bench")
-class GridMax(keras.layers.Layer):
-    """Scores in grid order ``(batch, classes * shots)`` -> reshape -> max over shots (the ``reshape`` form)."""
-
-    def __init__(self, num_classes: int, shots: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes, self.shots = int(num_classes), int(shots)
-
-    def call(self, scores):
-        return ops.max(ops.reshape(scores, (-1, self.num_classes, self.shots)), axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "shots": self.shots}
-
-
-class _ClassMaxFromLabels(keras.layers.Layer):
-    """Common part of the forms below: scores ``(batch, images)`` -> ``(batch, classes)``, given each image's class."""
-
-    def __init__(self, image_labels, num_classes: int, **kwargs):
-        super().__init__(**kwargs)
-        self.image_labels = [int(label) for label in image_labels]
-        self.num_classes = int(num_classes)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
-    def get_config(self):
-        return {**super().get_config(), "image_labels": self.image_labels, "num_classes": self.num_classes}
-
-
-@keras.saving.register_keras_serializable(package="cbr_lite.bench")
-class SegmentMax(_ClassMaxFromLabels):
-    """The max over each class's images by one segment op (the ``segment`` form)."""
-
-    def call(self, scores):
-        ids = np.array(self.image_labels, dtype="int32")
-        # Segment ops reduce the first axis, so the image axis is moved there and back.
-        per_class = ops.segment_max(ops.transpose(scores), ids, num_segments=self.num_classes)
-        return ops.transpose(per_class)
-
-
-@keras.saving.register_keras_serializable(package="cbr_lite.bench")
-class MaskedMax(_ClassMaxFromLabels):
-    """Scores + a ``(classes, images)`` mask of 0 / -3, then the max over images (the ``masked`` form)."""
-
-    def call(self, scores):
-        labels = np.array(self.image_labels)
-        penalty = np.where(labels[None, :] == np.arange(self.num_classes)[:, None], 0.0, -3.0)
-        return ops.max(ops.expand_dims(scores, 1) + penalty.astype("float32"), axis=-1)
-
-
-def build_head(variant: str, index: np.ndarray, labels: np.ndarray, num_classes: int):
-    """The Keras head of one variant in :data:`TFLITE_VARIANTS`: raw embedding -> class scores."""
-    if variant not in TFLITE_VARIANTS:
-        raise CbrError(f"unknown head variant {variant!r}: use one of {', '.join(TFLITE_VARIANTS)}")
-    if variant in ("per_class", "gather", "int8"):
-        return build_retrieval_head(index, labels, num_classes, per_class_ops=variant == "per_class",
-                                    index_dtype="int8" if variant == "int8" else "float32")
-    embedding = keras.Input(shape=(index.shape[1],), name="embedding")
-    unit_query = L2Normalize(name="l2_normalize")(embedding)
-    if variant == "reshape":
-        members, _ = class_grid(labels, num_classes)
-        # The columns are put in grid order once, at build time; padding repeats a class's first image.
-        scores = nearest_neighbour_layer(index[members.ravel()])(unit_query)
-        class_scores = GridMax(num_classes, members.shape[1], name="grid_max")(scores)
-    else:
-        scores = nearest_neighbour_layer(index)(unit_query)
-        layer = SegmentMax if variant == "segment" else MaskedMax
-        class_scores = layer(labels, num_classes, name=f"{variant}_max")(scores)
-    return keras.Model(embedding, class_scores, name=f"{variant}_head")
-
-
-def convert_head(variant: str, head) -> bytes:
-    """The head as a .tflite file: float32, or int8 weights for the ``int8`` variant."""
-    return to_tflite(head, quantize="int8" if variant == "int8" else "none")
-
-
 # --------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +128,8 @@ def median_ms(function, **options) -> float:
 
 def litert_latency(tflite: bytes, query: np.ndarray, threads: int) -> tuple[float, float, np.ndarray, list]:
     """``(median ms, fastest ms of one query, the output scores, the op names)`` for a .tflite run by LiteRT."""
+    from cbr_lite.export import LiteRTModel
+
     model = LiteRTModel(tflite, num_threads=threads)
     interpreter, tensor = model.interpreter, model.input["index"]
     interpreter.set_tensor(tensor, query.reshape(model.input["shape"]).astype(np.float32))
@@ -269,6 +189,11 @@ def _record(variant, classes, index, **fields):
 
 def measure_tflite_variant(variant: str, index, labels, classes: int, queries, threads: int) -> dict:
     """Build, convert, check and time one head variant; returns its record."""
+    import keras
+
+    from cbr_lite.bench_heads import build_head, convert_head
+    from cbr_lite.layers import class_grid
+
     start = time.perf_counter()
     head = build_head(variant, index, labels, classes)
     build_s = time.perf_counter() - start
@@ -294,6 +219,8 @@ def measure_numpy(index, labels, classes: int, queries, threads: int = 1) -> dic
 
     Timed with ``threads`` BLAS threads (as LiteRT) and with one.
     """
+    from cbr_lite.layers import class_grid
+
     members, _ = class_grid(labels, classes)
     query = queries[0]
     with blas_threads(threads):
@@ -309,6 +236,8 @@ def measure_faiss(index, labels, classes: int, queries, threads: int) -> dict | 
 
     With max aggregation the best class is the class of the best image, so top 1 answers the same question.
     """
+    from cbr_lite.layers import class_grid
+
     faiss = faiss_module()
     if faiss is None:
         return None
@@ -431,6 +360,8 @@ def embedding_throughput(embedder_name: str = "glyph-cnn", batch_sizes=(1, 32), 
     The input is random normalised pixels: the time does not depend on what the image shows.
     """
     from cbr_lite.embedders import load_embedder
+    from cbr_lite.export import LiteRTModel, to_tflite
+
     embedder = load_embedder(embedder_name)
     height, width = embedder.input_size
     rng = np.random.default_rng(0)
@@ -568,13 +499,6 @@ def plot(result: dict, path=None):
     return figure
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
@@ -586,7 +510,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, nargs="+", help="numbers of classes (default 100 1000 10000 50000)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="head variants and baselines to run (default: all)")
-    parser.add_argument("--dim", type=int, default=1024, help="embedding length (default 1024)")
+    parser.add_argument("--dim", type=int, help="embedding length (default 1024; with --ivf: 128 and 256)")
     parser.add_argument("--shots", type=int, default=5, help="index images per class (default 5)")
     parser.add_argument("--threads", type=int, help="LiteRT and FAISS threads (default: all cores)")
     parser.add_argument("--max-convert-s", type=float,
@@ -605,7 +529,7 @@ def main(args: argparse.Namespace) -> int:
     classes = args.classes or (QUICK_CLASSES if args.quick else FULL_CLASSES)
     max_convert_s = args.max_convert_s if args.max_convert_s is not None else (15.0 if args.quick else 180.0)
     print(TABLE_HEADER, flush=True)
-    result = run_benchmark(classes, args.variants, args.dim, args.shots, args.threads, max_convert_s,
+    result = run_benchmark(classes, args.variants, args.dim or 1024, args.shots, args.threads, max_convert_s,
                            log=lambda line: print(line, flush=True))
     print(f"memory copy: {result['limits']['copy_gb_per_s']:.1f} GB/s; threads: {result['limits']['threads']}")
     if args.end_to_end:
@@ -613,7 +537,7 @@ def main(args: argparse.Namespace) -> int:
         result["end_to_end"] = end_to_end
         print(json.dumps(end_to_end, indent=1))
     if args.json:
-        _write_atomic(args.json, json.dumps(result, indent=1) + "\n")
+        write_atomically(args.json, (json.dumps(result, indent=1) + "\n").encode())
     if args.plot:
         plot(result, args.plot)
     return 0

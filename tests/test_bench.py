@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
-from cbr_lite import bench
+from cbr_lite import bench, bench_heads
 from cbr_lite.errors import CbrError
 from cbr_lite.layers import class_grid
 from cbr_lite.similarity import class_scores, cosine_similarity
@@ -40,7 +40,7 @@ def test_every_head_variant_gives_the_numpy_class_scores_in_keras(variant):
     # Uneven classes, so the grid has padding and the segment ids are not a plain repeat.
     index, labels = index[:-2], labels[:-2]
     queries = bench.synthetic_queries(index, count=4)
-    head = bench.build_head(variant, index, labels, 5)
+    head = bench_heads.build_head(variant, index, labels, 5)
     expected = bench.reference_scores(queries, index, class_grid(labels, 5)[0])
     tolerance = 0.02 if variant == "int8" else 1e-5
     np.testing.assert_allclose(head.predict_on_batch(queries), expected, atol=tolerance)
@@ -49,7 +49,7 @@ def test_every_head_variant_gives_the_numpy_class_scores_in_keras(variant):
 def test_unknown_variant_is_an_error():
     index, labels = bench.synthetic_index(2, shots=1, dim=4)
     with pytest.raises(CbrError, match="unknown head variant"):
-        bench.build_head("sorted", index, labels, 2)
+        bench_heads.build_head("sorted", index, labels, 2)
     with pytest.raises(CbrError, match="unknown variant"):
         bench.run_benchmark((2,), variants=("sorted",))
 
@@ -115,8 +115,12 @@ def test_alternative_heads_are_registered_layers_that_save_and_load_in_safe_mode
     import keras
 
     index, labels = bench.synthetic_index(4, shots=2, dim=8)
-    head = bench.build_head(variant, index, labels, 4)
+    head = bench_heads.build_head(variant, index, labels, 4)
     head.save(tmp_path / "head.keras")
     loaded = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True, compile=False)
     queries = bench.synthetic_queries(index, count=3)
     np.testing.assert_array_equal(loaded.predict_on_batch(queries), head.predict_on_batch(queries))
+
+
+def test_the_command_line_lists_the_forms_bench_heads_builds():
+    assert bench.TFLITE_VARIANTS == bench_heads.HEAD_FORMS
