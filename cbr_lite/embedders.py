@@ -15,7 +15,8 @@ Names:
   SavedModel folder), taking RGB in [0, 1].
 
 Every embedder turns an image the same way everywhere (notebooks, CLI, exported models):
-resize to ``input_size`` (bilinear, whole image), then ``(pixels - mean) / std``.
+resize to ``input_size`` as MediaPipe does on the device (:func:`cbr_lite.images.resize`: the whole image,
+fixed-point bilinear), then ``(pixels - mean) / std``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 Photos arrive rotated by EXIF tags, as grayscale, palette, RGBA, 16-bit or CMYK, truncated, or as text
 files with an image suffix; each either becomes a correct RGB array or a :class:`CbrError` naming the file.
+:func:`resize` then brings it to a model's input size exactly as MediaPipe does on the device.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -83,11 +85,122 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a ``uint8`` RGB array to ``size = (height, width)`` with bilinear filtering (no cropping)."""
+    """Resize a ``uint8`` RGB array to ``size = (height, width)`` exactly as MediaPipe does on a phone.
+
+    MediaPipe Tasks' ``ImageClassifier`` (``ImageToTensorCalculator``, OpenCV converter) stretches the
+    whole image to the model's input (no crop, no letterbox) with ``cv::warpPerspective``, bilinear,
+    edge pixels repeated. We reproduce its arithmetic, so the model sees the very same pixels in the
+    notebook, in ``cbr-lite classify`` and on the device (``tests/test_mediapipe_parity.py`` measures it):
+
+    - output pixel ``(x, y)`` reads the source point ``(x * W / w, y * H / h)``: the grids meet at the
+      top-left *corner* (Pillow and ``tf.image`` align pixel centres, which shifts the image by up to
+      half a pixel);
+    - no antialiasing: a shrunk pixel blends only the 2x2 source pixels around its point (a 4000-pixel
+      photo shrunk to 224 keeps 1 pixel in 18 along each axis, so fine textures alias);
+    - fixed point: the point is rounded to 1/32 pixel (computed in double precision as OpenCV does, see
+      :func:`_source_points`), the four weights are integers and the sum is rounded to the nearest
+      integer (halves up);
+    - a point past the last row or column (when enlarging) reads the edge pixel again.
+
+    >>> resize(np.array([[[0] * 3, [100] * 3]], dtype=np.uint8), (1, 4))[0, :, 0].tolist()
+    [0, 50, 100, 100]
+    """
     height, width = size
     if image.shape[:2] == (height, width):
         return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    in_height, in_width = image.shape[:2]
+    x, y = _source_points(in_height, in_width, height, width)
+    # Integer pixel and 1/32 fraction of each point; the second tap is clamped to the edge (replicate).
+    x0, fx = x >> 5, (x & 31)[..., None]
+    y0, fy = y >> 5, (y & 31)[..., None]
+    x1, y1 = np.minimum(x0 + 1, in_width - 1), np.minimum(y0 + 1, in_height - 1)
+    x0, y0 = np.minimum(x0, in_width - 1), np.minimum(y0, in_height - 1)
+    pixels = image.astype(np.int32)
+    # Weights (32 - f) * (32 - g) ... sum to 1024; OpenCV scales them to 2^15 and rounds (v + 2^14) >> 15,
+    # which is the same as rounding v / 1024 with halves up.
+    total = ((pixels[y0, x0] * (32 - fx) + pixels[y0, x1] * fx) * (32 - fy)
+             + (pixels[y1, x0] * (32 - fx) + pixels[y1, x1] * fx) * fy)
+    return ((total + 512) >> 10).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _source_points(in_height: int, in_width: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The source point of every output pixel in 1/32 pixels, ``(x, y)`` int arrays ``(height, width)``.
+
+    Ideally ``round(32 * x * W / w)``. When ``w`` (or ``h``) is a multiple of 64 that is sometimes exactly
+    half-way (e.g. 11 pixels -> 64: ``32 * 3 * 11 / 64 = 16.5``), and then the last bit of OpenCV's
+    double-precision arithmetic decides. So we repeat it step by step: ``cv::getPerspectiveTransform``
+    solves for the rectangle -> rectangle map by LU decomposition, ``cv::warpPerspective`` inverts it
+    (3x3 cofactors) and evaluates it per pixel in blocks of columns, rounding half to even.
+    """
+    # cv::boxPoints of the whole image (bottom-left, top-left, top-right, bottom-right), float32, and
+    # the output rectangle's corners, as MediaPipe's OpenCV converter lists them.
+    w, h = np.float32(in_width), np.float32(in_height)
+    source = [(0, h), (0, 0), (w, 0), (w, h)]
+    target = [(0, height), (0, 0), (width, 0), (width, height)]
+    m = _invert_3x3(_perspective_transform(source, target))
+    # warpPerspective's tiles: 16 rows (or fewer) by 1024 // 16 columns; within a tile the column
+    # offset is added to the value at the tile's first column.
+    tile_rows = min(16, height)
+    tile_cols = min(1024 // tile_rows, width)
+    columns = np.arange(width)
+    start = (columns // tile_cols * tile_cols).astype(np.float64)[None, :]
+    offset = (columns % tile_cols).astype(np.float64)[None, :]
+    rows = np.arange(height, dtype=np.float64)[:, None]
+    x0 = m[0] * start + m[1] * rows + m[2]
+    y0 = m[3] * start + m[4] * rows + m[5]
+    w0 = m[6] * start + m[7] * rows + m[8]
+    weight = w0 + m[6] * offset
+    scale = np.divide(32.0, weight, out=np.zeros_like(weight), where=weight != 0)
+    limit = (-2.0**31, 2.0**31 - 1)
+    x = np.rint(np.clip((x0 + m[0] * offset) * scale, *limit)).astype(np.int64)
+    y = np.rint(np.clip((y0 + m[3] * offset) * scale, *limit)).astype(np.int64)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def _perspective_transform(source, target) -> list[float]:
+    """``cv::getPerspectiveTransform``: the 3x3 map (row-major) of 4 points onto 4, by LU with pivoting."""
+    a = [[0.0] * 8 for _ in range(8)]
+    b = [0.0] * 8
+    for i, ((sx, sy), (tx, ty)) in enumerate(zip(source, target)):
+        sx, sy, tx, ty = (np.float32(v) for v in (sx, sy, tx, ty))
+        # The products are float32 there (Point2f), then stored as double.
+        a[i][:3] = a[i + 4][3:6] = [float(sx), float(sy), 1.0]
+        a[i][6:] = [float(-sx * tx), float(-sy * tx)]
+        a[i + 4][6:] = [float(-sx * ty), float(-sy * ty)]
+        b[i], b[i + 4] = float(tx), float(ty)
+    for i in range(8):  # Gaussian elimination as OpenCV's LUImpl does it
+        pivot = max(range(i, 8), key=lambda j: (abs(a[j][i]), -j))
+        a[i], a[pivot] = a[pivot], a[i]
+        b[i], b[pivot] = b[pivot], b[i]
+        d = -1.0 / a[i][i]
+        for j in range(i + 1, 8):
+            alpha = a[j][i] * d
+            for k in range(i + 1, 8):
+                a[j][k] += alpha * a[i][k]
+            b[j] += alpha * b[i]
+    for i in range(7, -1, -1):
+        s = b[i]
+        for k in range(i + 1, 8):
+            s -= a[i][k] * b[k]
+        b[i] = s / a[i][i]
+    return b + [1.0]
+
+
+def _invert_3x3(m: list[float]) -> list[float]:
+    """``cv::invert`` of a 3x3 double matrix: cofactors times the reciprocal determinant, in its order."""
+    def c(r, k):
+        return m[3 * r + k]
+
+    d = 1.0 / (c(0, 0) * (c(1, 1) * c(2, 2) - c(1, 2) * c(2, 1))
+               - c(0, 1) * (c(1, 0) * c(2, 2) - c(1, 2) * c(2, 0))
+               + c(0, 2) * (c(1, 0) * c(2, 1) - c(1, 1) * c(2, 0)))
+    return [(c(1, 1) * c(2, 2) - c(1, 2) * c(2, 1)) * d, (c(0, 2) * c(2, 1) - c(0, 1) * c(2, 2)) * d,
+            (c(0, 1) * c(1, 2) - c(0, 2) * c(1, 1)) * d, (c(1, 2) * c(2, 0) - c(1, 0) * c(2, 2)) * d,
+            (c(0, 0) * c(2, 2) - c(0, 2) * c(2, 0)) * d, (c(0, 2) * c(1, 0) - c(0, 0) * c(1, 2)) * d,
+            (c(1, 0) * c(2, 1) - c(1, 1) * c(2, 0)) * d, (c(0, 1) * c(2, 0) - c(0, 0) * c(2, 1)) * d,
+            (c(0, 0) * c(1, 1) - c(0, 1) * c(1, 0)) * d]
 
 
 def _first_line(error: BaseException) -> str:

@@ -5,7 +5,7 @@
     python scripts/check_efficientnet_lite.py --timing   # also embedding speed, sizes, conversion time
 
 Photos: scikit-image's chelsea (a tabby cat), coffee (an espresso cup), astronaut, rocket, and
-matplotlib's grace_hopper.jpg, each resized whole to 224x224 (bilinear) as ``Embedder.preprocess`` does.
+matplotlib's grace_hopper.jpg, each resized whole to 224x224 as ``Embedder.preprocess`` (and MediaPipe) does.
 Exit status 0 when every checked photo has an expected class in its top 5 and (with ``--tflite``) the
 TFLite model agrees with Keras.
 """
