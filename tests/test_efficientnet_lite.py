@@ -1,6 +1,6 @@
-"""Tests for cbr_lite.efficientnet_lite: the Keras network is EfficientNet-Lite0 as Google published it,
-the PyTorch checkpoint is read without running its pickle, the weights are right (ImageNet top 5 of
-photos that installed packages ship) and the converted weights survive the cache."""
+"""Tests for cbr_lite.efficientnet_lite: the Keras networks are EfficientNet-Lite0/1/2 as Google published
+them, the PyTorch checkpoints are read without running their pickle, the weights are right (ImageNet top 5
+of photos that installed packages ship) and the converted weights survive the cache."""
 
 import ast
 import collections
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cbr_lite import efficientnet_lite as lite
-from cbr_lite.embedders import load_embedder
+from cbr_lite.embedders import DATA_DIR, load_embedder
 from cbr_lite.errors import CbrError
 
 PACKAGE = Path(lite.__file__).resolve().parent
@@ -33,7 +33,7 @@ def arrays(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(arrays):
-    model = lite.build_efficientnet_lite0(include_top=True)
+    model = lite.build_efficientnet_lite(include_top=True)
     lite.set_keras_arrays(model, arrays)
     return model
 
@@ -58,8 +58,8 @@ def test_architecture_is_efficientnet_lite0(classifier):
     trainable = sum(int(np.prod(w.shape)) for w in classifier.trainable_weights)
     assert abs(trainable - 4.65e6) < 0.01e6 and abs(classifier.count_params() - 4.7e6) < 0.05e6
     assert classifier.layers[-1].output.shape[-1] == 1000
-    assert lite.build_efficientnet_lite0().output_shape == (None, 1280)
-    assert (lite.MEAN, lite.STD, lite.INPUT_SIZE) == ((127.0,) * 3, (128.0,) * 3, (224, 224))
+    assert lite.build_efficientnet_lite().output_shape == (None, 1280)
+    assert (lite.MEAN, lite.STD, lite.variant(lite.LITE0).input_size) == ((127.0,) * 3, (128.0,) * 3, 224)
 
 
 def test_weight_table_matches_the_keras_layers(classifier):
@@ -67,13 +67,42 @@ def test_weight_table_matches_the_keras_layers(classifier):
     assert shapes == lite.keras_weight_shapes()
 
 
-def test_registry_entry_is_lazy():
-    # `import cbr_lite` must not build EfficientNet or import efficientnet_lite (which imports embedders).
+def test_registry_entry_is_lazy_and_the_dependency_runs_one_way():
+    # `import cbr_lite` must not build EfficientNet or import efficientnet_lite.
     for module in ("embedders.py", "__init__.py"):
         tree = ast.parse((PACKAGE / module).read_text())
         top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert not any("efficientnet_lite" in ast.dump(node) for node in top_level), module
+    # embedders -> efficientnet_lite, never back (anywhere in the file, lazily or not).
+    tree = ast.parse((PACKAGE / "efficientnet_lite.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "cbr_lite.embedders" not in imported and "cbr_lite" not in imported
     assert "_register" not in vars(lite)
+
+
+# Google's table (the Lite README): MBConv blocks, trainable parameters in millions (with the classifier), input.
+FAMILY = {"efficientnet-lite1": (21, 5.4, 240), "efficientnet-lite2": (21, 6.1, 260)}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_lite1_and_lite2_scale_width_and_depth_but_not_stem_head_or_end_stages(name):
+    blocks, millions, size = FAMILY[name]
+    model = lite.build_efficientnet_lite(name, include_top=True)
+    kinds = collections.Counter(type(layer).__name__ for layer in model.layers)
+    assert kinds["DepthwiseConv2D"] == blocks
+    assert model.input_shape == (None, size, size, 3) and model.get_layer("head_conv").filters == 1280
+    assert model.get_layer("stem_conv").filters == 32
+    repeats = [r for *_, r in lite.stages(name)]
+    assert repeats[0] == 1 and repeats[-1] == 1 and sum(repeats) == blocks
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)  # as Google counts them
+    assert abs(trainable / 1e6 - millions) < 0.05
+    shapes = {layer.name: [tuple(w.shape) for w in layer.weights] for layer in model.layers if layer.weights}
+    assert shapes == lite.keras_weight_shapes(name)
+
+
+def test_unknown_variant_is_a_one_line_error():
+    with pytest.raises(CbrError, match="unknown EfficientNet-Lite variant 'efficientnet-lite9'"):
+        lite.build_efficientnet_lite("efficientnet-lite9")
 
 
 # --- reading the checkpoint without running its pickle ----------------------------------------------
@@ -199,6 +228,21 @@ def _photos():
     return [skimage.data.chelsea(), skimage.data.coffee(), np.asarray(Image.open(hopper).convert("RGB"))]
 
 
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_lite1_and_lite2_weights_recognise_shipped_photos(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("CBR_LITE_CACHE", str(tmp_path / "cache"))
+    embedder = load_embedder(name)
+    size = FAMILY[name][2]
+    assert (embedder.name, embedder.dim, embedder.input_size) == (name, 1280, (size, size))
+    model = lite.build_efficientnet_lite(name, include_top=True)
+    lite.set_keras_arrays(model, lite.load_keras_arrays(name))  # from the cache the embedder wrote
+    probabilities = np.asarray(model.predict_on_batch(embedder.preprocess(_photos())))
+    labels = lite.imagenet_labels(DATA_DIR / "imagenet_labels.txt")
+    best = [labels[i] for i in probabilities.argmax(axis=1)]
+    assert best[0] in {"tabby", "tiger_cat", "Egyptian_cat"} and best[1] == "espresso", best
+    assert "military_uniform" in {label for label, _ in lite.top_k(probabilities[2], labels)}
+
+
 def test_imagenet_top5_of_shipped_photos(classifier, tmp_path, monkeypatch):
     monkeypatch.setenv("CBR_LITE_CACHE", str(tmp_path / "cache"))
     embedder = load_embedder("efficientnet-lite0")
@@ -206,7 +250,7 @@ def test_imagenet_top5_of_shipped_photos(classifier, tmp_path, monkeypatch):
     photos = _photos()
     batch = embedder.preprocess(photos)
     probabilities = np.asarray(classifier.predict_on_batch(batch))
-    labels = lite.imagenet_labels()
+    labels = lite.imagenet_labels(DATA_DIR / "imagenet_labels.txt")
     top5 = [{name for name, _ in lite.top_k(row, labels)} for row in probabilities]
     assert {"tabby", "tiger_cat", "Egyptian_cat"} <= top5[0]                   # skimage's chelsea
     assert "espresso" in top5[1] and "espresso" == labels[probabilities[1].argmax()]   # coffee
