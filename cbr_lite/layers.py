@@ -2,7 +2,8 @@
 
 A CbR head is three steps, each a layer here or a stock Keras layer:
 
-1. :class:`L2Normalize` turns the query embedding into a unit vector.
+1. :class:`L2Normalize` turns the query embedding into a unit vector (optionally after
+   :class:`SubtractMean` has centred it on the index's mean embedding).
 2. A bias-free ``Dense`` layer whose kernel columns are the unit index embeddings gives one cosine
    score per index image (see :func:`cbr_lite.retrieval.nearest_neighbour_layer`).
 3. :class:`ClassAggregation` gathers each class's image scores into a ``(classes, shots)`` grid and
@@ -43,6 +44,47 @@ class L2Normalize(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="cbr_lite")
+class SubtractMean(keras.layers.Layer):
+    """Subtract a fixed mean embedding: the "C" of SimpleShot's CL2N (centre, then L2-normalise).
+
+    Embeddings of one network share a large common component (cosine scores of different classes sit
+    high); removing the mean of the index embeddings leaves what tells the images apart. The mean is a
+    non-trainable weight, so it is saved in a ``.keras`` file and becomes one constant of one ``SUB`` op in
+    a ``.tflite`` file.
+
+    >>> layer = SubtractMean.from_mean(np.array([1.0, 2.0]))
+    >>> layer(np.array([[3.0, 3.0]], dtype="float32")).numpy().tolist()
+    [[2.0, 1.0]]
+    """
+
+    def __init__(self, dim: int, **kwargs):
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.mean = self.add_weight(name="mean", shape=(self.dim,), dtype="float32", initializer="zeros",
+                                    trainable=False)
+
+    @classmethod
+    def from_mean(cls, mean: np.ndarray, **kwargs) -> "SubtractMean":
+        """The layer for a mean embedding ``(dim,)``."""
+        mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        layer = cls(mean.shape[0], **kwargs)
+        layer.mean.assign(mean)
+        return layer
+
+    def call(self, inputs):
+        return inputs - ops.cast(self.mean, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim)
+        return config
 
 
 def class_grid(image_labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

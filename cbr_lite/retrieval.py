@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from cbr_lite.errors import CbrError
-from cbr_lite.layers import ClassAggregation, L2Normalize, PerClassSelectMax
+from cbr_lite.layers import ClassAggregation, L2Normalize, PerClassSelectMax, SubtractMean
 from cbr_lite.quantization import int8_nearest_neighbour_layer
 from cbr_lite.similarity import check_index, l2_normalize
 
@@ -41,6 +41,28 @@ def nearest_neighbour_layer(index_embeddings: np.ndarray, name: str = "nearest_n
     return layer
 
 
+def centring_mean(index_embeddings: np.ndarray, center) -> np.ndarray | None:
+    """The mean embedding a head subtracts: None for ``center=False``, the index's mean image embedding for
+    ``True``, or ``center`` itself (a ``(dim,)`` array, e.g. the mean of a larger, unrelated image set).
+
+    Raises :class:`CbrError` if a given mean has the wrong length or centring leaves an index image at zero.
+    """
+    if center is None or center is False:
+        return None
+    index_embeddings = np.asarray(index_embeddings, dtype=np.float32)
+    if center is True:
+        mean = index_embeddings.mean(axis=0, dtype=np.float64).astype(np.float32)
+    else:
+        mean = np.asarray(center, dtype=np.float32).reshape(-1)
+        if mean.shape != (index_embeddings.shape[1],):
+            raise CbrError(f"the centring mean has {mean.size} values but the embeddings have "
+                           f"{index_embeddings.shape[1]} dimensions")
+    if np.any(np.all(index_embeddings == mean, axis=1)):
+        raise CbrError("an index image equals the mean embedding, so centring leaves it no direction; "
+                       "build without centring or add more images")
+    return mean
+
+
 def check_index_dtype(index_dtype: str) -> None:
     """Raise :class:`CbrError` unless ``index_dtype`` is one of :data:`INDEX_DTYPES`."""
     if index_dtype not in INDEX_DTYPES:
@@ -55,6 +77,7 @@ def build_retrieval_head(
     per_class_ops: bool = False,
     index_dtype: str = "float32",
     int8_scale: str = "row",
+    center=False,
     name: str = "retrieval_head",
 ) -> keras.Model:
     """The retrieval layers as a Keras model: a raw embedding ``(batch, dim)`` -> class scores ``(batch, classes)``.
@@ -65,11 +88,20 @@ def build_retrieval_head(
     (:mod:`cbr_lite.quantization`); convert such a head with ``to_tflite(model, quantize="int8")`` so the
     file holds those integers. Either way the layers have the same names, so two heads can be compared
     layer by layer.
+
+    ``center`` (see :func:`centring_mean`: ``True`` for the index's mean, or a mean embedding) centres index
+    and query on that mean before normalising (SimpleShot's CL2N): one :class:`SubtractMean` layer
+    (a ``SUB`` op in the .tflite file) before the normalisation, and the index stored centred.
     """
     check_index_dtype(index_dtype)
     index_embeddings, image_labels, num_classes = check_index(index_embeddings, image_labels, num_classes)
     embedding = keras.Input(shape=(index_embeddings.shape[1],), name="embedding")
-    unit_query = L2Normalize(name="l2_normalize")(embedding)
+    query = embedding
+    mean = centring_mean(index_embeddings, center)
+    if mean is not None:
+        query = SubtractMean.from_mean(mean, name="subtract_mean")(embedding)
+        index_embeddings = index_embeddings - mean
+    unit_query = L2Normalize(name="l2_normalize")(query)
     if index_dtype == "int8":
         nearest = int8_nearest_neighbour_layer(index_embeddings, int8_scale)
     else:
@@ -99,8 +131,11 @@ def attach_embedder(embedder, head: keras.Model) -> keras.Model:
 
 def build_classifier(embedder, index_embeddings: np.ndarray, image_labels, num_classes: int | None = None,
                      aggregation: str = "max", per_class_ops: bool = False, index_dtype: str = "float32",
-                     int8_scale: str = "row") -> keras.Model:
-    """The whole CbR model with the exact head of :func:`build_retrieval_head`: preprocessed images -> class scores."""
+                     int8_scale: str = "row", center=False) -> keras.Model:
+    """The whole CbR model with the exact head of :func:`build_retrieval_head`: preprocessed images -> class scores.
+
+    ``center=True`` centres on the index's mean embedding (or give the mean), as :func:`build_retrieval_head`.
+    """
     head = build_retrieval_head(index_embeddings, image_labels, num_classes, aggregation, per_class_ops,
-                                index_dtype, int8_scale)
+                                index_dtype, int8_scale, center)
     return attach_embedder(embedder, head)

@@ -118,3 +118,44 @@ def test_int8_head_converts_to_the_bytes_of_the_layers_assembled_by_hand(index):
 def test_unknown_index_dtype_is_an_error(index):
     with pytest.raises(CbrError, match="unknown index dtype 'int4'"):
         build_retrieval_head(index, LABELS, index_dtype="int4")
+
+
+# --- centring (SimpleShot's CL2N) --------------------------------------------------------------------------
+
+def test_centred_head_scores_are_cosines_of_centred_embeddings_and_one_sub_in_tflite():
+    from cbr_lite.export import LiteRTModel
+
+    rng = np.random.default_rng(3)
+    common = rng.normal(size=32) * 5  # a large shared component, as real embeddings have
+    index = common + rng.normal(size=(12, 32))
+    labels = np.arange(12) % 4
+    queries = (common + rng.normal(size=(6, 32))).astype(np.float32)
+    mean = index.mean(axis=0)
+    expected = class_scores(cosine_similarity(queries - mean, index - mean), labels, 4)
+    head = build_retrieval_head(index, labels, 4, center=True)
+    np.testing.assert_allclose(head.predict_on_batch(queries), expected, atol=1e-5)
+    plain = class_scores(cosine_similarity(queries, index), labels, 4)
+    assert plain.min() > 0.8 and expected.min() < 0.5  # centring spreads the scores
+    given = build_retrieval_head(index, labels, 4, center=np.zeros(32))
+    np.testing.assert_allclose(given.predict_on_batch(queries), plain, atol=1e-5)
+    tflite = LiteRTModel(to_tflite(head))
+    assert tflite.ops().count("SUB") == 1
+    np.testing.assert_allclose(np.stack([tflite.run_one(q) for q in queries]), expected, atol=1e-5)
+
+
+def test_centred_head_saves_and_loads_safely(tmp_path):
+    rng = np.random.default_rng(4)
+    index, labels = rng.normal(size=(6, 8)) + 3, np.arange(6) % 3
+    head = build_retrieval_head(index, labels, 3, center=True, index_dtype="int8")
+    head.save(tmp_path / "head.keras")
+    again = keras.saving.load_model(tmp_path / "head.keras", safe_mode=True)
+    query = rng.normal(size=(2, 8)).astype(np.float32) + 3
+    np.testing.assert_allclose(again.predict_on_batch(query), head.predict_on_batch(query), atol=1e-6)
+
+
+def test_centring_refuses_a_wrong_mean_and_an_index_image_at_the_mean():
+    index = np.array([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(CbrError, match="centring mean has 3 values"):
+        build_retrieval_head(index, [0, 1], 2, center=np.zeros(3))
+    with pytest.raises(CbrError, match="equals the mean embedding"):
+        build_retrieval_head(np.array([[1.0, 2.0], [1.0, 2.0]]), [0, 1], 2, center=True)
