@@ -37,7 +37,9 @@ FORMAT_VERSION = 1
 #: How int8 index rows are scaled (see cbr_lite.quantization): one scale per index image.
 INT8_SCALE = "row"
 #: The dtype the index matrix is stored in for each quantisation (cbr_lite.retrieval.INDEX_DTYPES).
-INDEX_DTYPE = {"none": "float32", "float16": "float32", "int8": "int8"}
+INDEX_DTYPE = {"none": "float32", "float16": "float32", "int8": "int8", "int8-full": "float32"}
+#: How many album images (evenly spread) calibrate a full-integer model's activations.
+REPRESENTATIVE_IMAGES = 64
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 #: Images are read, shrunk to the embedder's input size and embedded this many at a time, so a folder
 #: of full-size photos never has to fit in memory at once.
@@ -59,6 +61,8 @@ class ClassifierFile:
     std: tuple
     version: str
     size: int
+    #: Centred on the index's mean embedding (SimpleShot's CL2N; see cbr_lite.retrieval.centring_mean).
+    center: bool = False
 
     def images_per_class(self) -> dict:
         """``{class name: number of index images}``, in class order."""
@@ -167,13 +171,16 @@ def resolve_embedder(embedder=None):
 
 def build_classifier_file(albums, embedder=None, aggregation: str = "max", quantize: str = "none",
                           on_bad_image: str = "error", progress: Callable[[int], None] | None = None,
-                          warn: Callable[[str], None] | None = None) -> bytes:
+                          warn: Callable[[str], None] | None = None, center: bool = False) -> bytes:
     """Build a classifier from a folder of class folders and return the ``.tflite`` file's bytes.
 
     ``embedder`` is a registered name (stored in the file, so ``add`` can load it again), an
     :class:`~cbr_lite.embedders.Embedder`, or None for :data:`cbr_lite.embedders.DEFAULT_EMBEDDER`. ``aggregation``: ``max``, ``mean`` or ``topk:K``.
     ``quantize``: ``none`` (float32), ``float16`` (half-size weights) or ``int8`` (the index as int8 with
-    a scale per image, :mod:`cbr_lite.quantization`; the embedder's weights dynamic-range int8).
+    a scale per image, :mod:`cbr_lite.quantization`; the embedder's weights dynamic-range int8) or
+    ``int8-full`` (integers throughout, ``uint8`` input, calibrated on album images; see
+    :func:`cbr_lite.export.to_tflite`). ``center=True`` centres index and queries on the index's mean
+    embedding inside the model (one ``SUB`` op); ``add``/``remove`` recompute that mean from the new index.
     """
     from cbr_lite.albums import find_albums
     from cbr_lite.similarity import parse_aggregation
@@ -185,12 +192,30 @@ def build_classifier_file(albums, embedder=None, aggregation: str = "max", quant
     check_class_names([name for name, _ in find_albums(albums)], albums)
     embedder = resolve_embedder(embedder)
     embeddings, labels, class_names = embed_albums(albums, embedder, on_bad_image, progress, warn)
-    return classifier_file_from_index(embedder, embeddings, labels, class_names, aggregation, quantize)
+    representative = representative_images(albums, embedder) if quantize == "int8-full" else None
+    return classifier_file_from_index(embedder, embeddings, labels, class_names, aggregation, quantize,
+                                      center, representative)
+
+
+def representative_images(albums, embedder, count: int = REPRESENTATIVE_IMAGES) -> list:
+    """Up to ``count`` album images (evenly spread over the sorted paths), resized for ``embedder``:
+    what a full-integer model is calibrated on. Unreadable images are left out."""
+    from cbr_lite.albums import find_albums, read_image_or_skip
+    from cbr_lite.images import resize
+
+    paths = [path for _, album in find_albums(albums) for path in album]
+    chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int))]
+    images = [read_image_or_skip(path, "skip", lambda message: None) for path in chosen]
+    return [resize(image, tuple(embedder.input_size)) for image in images if image is not None]
 
 
 def classifier_file_from_index(embedder, index_embeddings, image_labels, class_names: Sequence[str],
-                               aggregation: str = "max", quantize: str = "none") -> bytes:
-    """Assemble, convert and label a classifier from an index that is already embedded."""
+                               aggregation: str = "max", quantize: str = "none", center: bool = False,
+                               representative=None) -> bytes:
+    """Assemble, convert and label a classifier from an index that is already embedded.
+
+    ``representative``: ``uint8`` images (any size) to calibrate an ``int8-full`` model on; required for it.
+    """
     from cbr_lite import __version__
     from cbr_lite.metadata import add_metadata
     from cbr_lite.similarity import check_index
@@ -203,7 +228,11 @@ def classifier_file_from_index(embedder, index_embeddings, image_labels, class_n
         raise CbrError(
             f"the index embeddings have {index_embeddings.shape[1]} dimensions but {embedder.name} gives {embedder.dim}"
         )
-    tflite = _convert(embedder, index_embeddings, image_labels, num_classes, aggregation, quantize)
+    if quantize == "int8-full" and not representative:
+        raise CbrError("an int8-full model is calibrated on images: build it from albums (cbr-lite build), "
+                       "or give representative images")
+    tflite = _convert(embedder, index_embeddings, image_labels, num_classes, aggregation, quantize, bool(center),
+                      representative)
     info = {
         "format": FORMAT_VERSION,
         "cbr_lite_version": __version__,
@@ -212,6 +241,7 @@ def classifier_file_from_index(embedder, index_embeddings, image_labels, class_n
         "aggregation": aggregation,
         "quantize": quantize,
         **({"int8_scale": INT8_SCALE} if quantize == "int8" else {}),
+        **({"center": "index-mean"} if center else {}),
         "input_size": [int(v) for v in embedder.input_size],
         "mean": [float(v) for v in embedder.mean],
         "std": [float(v) for v in embedder.std],
@@ -234,7 +264,8 @@ def _check_quantize(quantize: str) -> None:
         raise CbrError(f"unknown quantisation {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
 
 
-def _convert(embedder, index_embeddings, image_labels, num_classes, aggregation, quantize) -> bytes:
+def _convert(embedder, index_embeddings, image_labels, num_classes, aggregation, quantize, center,
+             representative) -> bytes:
     """The classifier network as .tflite bytes (no metadata yet)."""
     from cbr_lite.export import to_tflite
     from cbr_lite.retrieval import build_classifier
@@ -242,8 +273,13 @@ def _convert(embedder, index_embeddings, image_labels, num_classes, aggregation,
     # With quantize="int8" the index is stored as int8 with one scale per image (cbr_lite.quantization); the
     # converter's dynamic-range quantisation then keeps those same integers, and the embedder's weights as int8.
     model = build_classifier(embedder, index_embeddings, image_labels, num_classes, aggregation,
-                             index_dtype=INDEX_DTYPE[quantize], int8_scale=INT8_SCALE)
-    return to_tflite(model, quantize)  # quiet: to_tflite hides the converter's SavedModel chatter
+                             index_dtype=INDEX_DTYPE[quantize], int8_scale=INT8_SCALE, center=center)
+    calibration = None
+    if quantize == "int8-full":
+        # Plus a black and a white image, so the uint8 input's range covers every pixel value.
+        extremes = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)]
+        calibration = embedder.preprocess(list(representative) + extremes)
+    return to_tflite(model, quantize, calibration)  # quiet: to_tflite hides the converter's SavedModel chatter
 
 
 def save_index(index_embeddings: np.ndarray, image_labels: np.ndarray) -> bytes:
@@ -309,7 +345,7 @@ def read_classifier_file(data: bytes, source: str = "the model") -> ClassifierFi
             embedder=str(info["embedder"]), aggregation=str(info["aggregation"]), quantize=str(info["quantize"]),
             input_size=tuple(int(v) for v in info["input_size"]),
             mean=tuple(float(v) for v in info["mean"]), std=tuple(float(v) for v in info["std"]),
-            version=str(info.get("cbr_lite_version", "?")), size=len(data),
+            version=str(info.get("cbr_lite_version", "?")), size=len(data), center=bool(info.get("center")),
         )
     except (KeyError, TypeError, ValueError):
         raise CbrError(f"{source}: its cbr.json is incomplete; build the model again") from None
@@ -362,8 +398,11 @@ def add_classes(data: bytes, albums, on_bad_image: str = "error", progress: Call
     labels = np.concatenate([old_ids, new_ids])
     # Group by class, keeping the old images first within a class (a stable sort).
     order = np.argsort(labels, kind="stable")
+    # A centred model is centred on its new index's mean, as building from all the albums would be; an
+    # int8-full one is calibrated again, on the new albums' images (the old images are not in the file).
+    representative = representative_images(albums, embedder) if model.quantize == "int8-full" else None
     return classifier_file_from_index(embedder, embeddings[order], labels[order], names,
-                                      model.aggregation, model.quantize)
+                                      model.aggregation, model.quantize, model.center, representative)
 
 
 def remove_classes(data: bytes, labels: Iterable[str], source: str = "the model") -> bytes:
@@ -382,12 +421,15 @@ def remove_classes(data: bytes, labels: Iterable[str], source: str = "the model"
             f"removing {len(set(labels))} of {len(model.class_names)} classes would leave {len(keep_names)}: "
             "a classifier needs at least two classes"
         )
+    if model.quantize == "int8-full":
+        raise CbrError(f"{source} is int8-full, calibrated on album images that the file does not keep: build it "
+                       "again from the albums without these classes")
     embedder = reload_embedder(model, source)
     remap = np.array([keep_names.index(n) if n in keep_names else -1 for n in model.class_names], dtype=np.int32)
     new_labels = remap[model.image_labels]
     keep = new_labels >= 0
     return classifier_file_from_index(embedder, model.index_embeddings[keep], new_labels[keep], keep_names,
-                                      model.aggregation, model.quantize)
+                                      model.aggregation, model.quantize, model.center)
 
 
 # --------------------------------------------------------------------------------------------------

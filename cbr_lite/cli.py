@@ -25,11 +25,14 @@ import sys
 import time
 
 from cbr_lite.errors import CbrError
+from cbr_lite.export import QUANTIZATIONS
 from cbr_lite.files import check_output_path
 
 #: The embedder the command line uses unless told otherwise: people bring ordinary photos, for which an
 #: ImageNet network is the right default (the package's own ``DEFAULT_EMBEDDER`` is the offline glyph CNN).
 CLI_DEFAULT_EMBEDDER = "efficientnet-lite0"
+#: ``cbr-lite build`` centres on the index's mean embedding unless told ``--no-center``.
+CLI_CENTER = False
 
 
 def run_embed(args) -> None:
@@ -66,7 +69,7 @@ def run_build(args) -> None:
     total = sum(len(paths) for _, paths in find_albums(args.albums))
     with progress_bar(total, "embedding") as bar:
         data = build_classifier_file(args.albums, args.embedder, args.aggregation, args.quantize,
-                                     args.on_bad_image, progress=bar.update, warn=warn)
+                                     args.on_bad_image, progress=bar.update, warn=warn, center=args.center)
     write_atomically(args.output, data)
     print(f"built {args.output} in {time.perf_counter() - start:.1f} s")
     print_summary(read_classifier_file(data, str(args.output)))
@@ -106,7 +109,7 @@ def run_inspect(args) -> None:
             "model": str(args.model), "size_bytes": model.size, "embedder": model.embedder,
             "input_size": list(model.input_size), "mean": list(model.mean), "std": list(model.std),
             "embedding_dim": int(model.index_embeddings.shape[1]), "aggregation": model.aggregation,
-            "quantize": model.quantize, "classes": model.images_per_class(),
+            "quantize": model.quantize, "center": model.center, "classes": model.images_per_class(),
             "ops": dict(count_ops(data)), "cbr_lite_version": model.version,
         }, indent=2))
         return
@@ -175,6 +178,7 @@ def print_summary(model, classes_in_full: bool = False) -> None:
     print(f"images:       {sum(counts.values())} ({_spread(list(counts.values()))} per class)")
     print(f"aggregation:  {model.aggregation}")
     print(f"quantisation: {model.quantize}")
+    print(f"centring:     {'on the index mean' if model.center else 'none'}")
     print(f"size:         {human_size(model.size)} (index {model.index_embeddings.shape[0]} x "
           f"{model.index_embeddings.shape[1]} float32 inside)")
 
@@ -238,8 +242,12 @@ def make_parser() -> argparse.ArgumentParser:
                        help=f"embedder name (default: {CLI_DEFAULT_EMBEDDER})")
     build.add_argument("--aggregation", default="max", metavar="max|mean|topk:K",
                        help="how a class's image similarities become its score (default: max)")
-    build.add_argument("--quantize", choices=("none", "float16", "int8"), default="none",
-                       help="store weights as float32 (none, default), float16 or int8")
+    build.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                       help="store weights as float32 (none, default), float16, int8 (dynamic range) or "
+                            "int8-full (integers throughout, uint8 input, for NPUs / Edge TPU)")
+    build.add_argument("--center", action=argparse.BooleanOptionalAction, default=CLI_CENTER,
+                       help="centre embeddings on the index's mean before the cosine (SimpleShot's CL2N; "
+                            f"default: {'on' if CLI_CENTER else 'off'})")
     _add_bad_image_option(build)
     build.set_defaults(run=run_build)
 

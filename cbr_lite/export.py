@@ -13,18 +13,26 @@ import numpy as np
 
 from cbr_lite.errors import CbrError
 
-QUANTIZATIONS = ("none", "float16", "int8")
+QUANTIZATIONS = ("none", "float16", "int8", "int8-full")
 
 
-def to_tflite(model, quantize: str = "none") -> bytes:
+def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
     """Convert a Keras model to a .tflite flatbuffer.
 
     ``quantize``: ``"none"`` keeps float32; ``"float16"`` stores weights as float16 (half the size);
     ``"int8"`` is dynamic-range quantisation: weights stored as int8 with per-channel scales, activations
-    float, so both the embedder and the retrieval matrix shrink about 4x.
+    float, so both the embedder and the retrieval matrix shrink about 4x. ``"int8-full"`` is full-integer
+    quantisation for accelerators that run only integers (Edge TPU, NNAPI, many NPUs): weights *and*
+    activations int8, calibrated on ``representative`` (a float32 batch of typical model inputs), and a
+    ``uint8`` input whose quantisation parameters do the normalising, so the model takes raw pixels. The
+    scores stay float32. Ops without an integer kernel (the L2 normalisation's square root and division)
+    run in float between a dequantise and a quantise; LiteRT and MediaPipe run such files, a strict
+    accelerator runs the integer part and hands the rest to the CPU.
     """
     if quantize not in QUANTIZATIONS:
         raise CbrError(f"unknown quantisation {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
+    if quantize == "int8-full" and (representative is None or len(representative) == 0):
+        raise CbrError("full-integer quantisation needs representative inputs to calibrate on")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
@@ -35,6 +43,10 @@ def to_tflite(model, quantize: str = "none") -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8-full":
+        batch = np.asarray(representative, dtype=np.float32)
+        converter.representative_dataset = lambda: ([item[None]] for item in batch)
+        converter.inference_input_type = tf.uint8
     # The converter prints where it saved a temporary SavedModel (with object ids that change every run).
     with quietly():
         return bytes(converter.convert())

@@ -153,7 +153,8 @@ def build_model(embedder_name: str, quantize: str = "none", seed: int = 0) -> by
     embedder = load_embedder(embedder_name)
     images, labels = photo_images(KINDS["small (28x28)"], per_class=5, seed=seed + 100)
     names = [f"class_{c}" for c in range(int(labels.max()) + 1)]
-    return classifier_file_from_index(embedder, embedder.embed(images), labels, names, quantize=quantize)
+    return classifier_file_from_index(embedder, embedder.embed(images), labels, names, quantize=quantize,
+                                      representative=images if quantize == "int8-full" else None)
 
 
 def main(argv=None) -> int:

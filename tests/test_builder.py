@@ -252,3 +252,45 @@ def test_from_index_checks_the_index_matches_the_embedder(embedder):
         classifier_file_from_index(embedder, np.ones((2, 3), np.float32), [0, 1], ["a", "b"])
     with pytest.raises(CbrError, match="at least two classes"):
         classifier_file_from_index(embedder, np.ones((2, embedder.dim), np.float32), [0, 0], ["a"])
+
+
+# --- centring and full-integer files -------------------------------------------------------------------
+
+def test_centred_file_scores_centred_cosines_and_keeps_centring_through_add_and_remove(tmp_path, albums, embedder,
+                                                                                        queries):
+    data = build_classifier_file(albums, TINY, center=True)
+    read = read_classifier_file(data)
+    assert read.center and not read_classifier_file(build_classifier_file(albums, TINY)).center
+    mean = read.index_embeddings.mean(axis=0)
+    exact = class_scores(cosine_similarity(embedder.embed(queries) - mean, read.index_embeddings - mean),
+                         read.image_labels, 3)
+    np.testing.assert_allclose(Classifier(data).scores(queries), exact, atol=1e-5)
+    assert "SUB" in dict(builder.count_ops(data))
+    # The mean follows the index: removing a class (or adding one) recentres on what is left.
+    smaller = remove_classes(data, ["green, leafy"])
+    kept = read_classifier_file(smaller)
+    assert kept.center
+    mean = kept.index_embeddings.mean(axis=0)
+    exact = class_scores(cosine_similarity(embedder.embed(queries) - mean, kept.index_embeddings - mean),
+                         kept.image_labels, 2)
+    np.testing.assert_allclose(Classifier(smaller).scores(queries), exact, atol=1e-5)
+    more = tiny_embedder.write_albums(tmp_path, {"green, leafy": tiny_embedder.COLOURS["green, leafy"]})
+    regrown = add_classes(smaller, more)
+    assert read_classifier_file(regrown).center
+    np.testing.assert_allclose(Classifier(regrown).scores(queries), Classifier(data).scores(queries), atol=1e-5)
+
+
+def test_int8_full_file_takes_uint8_pixels_and_agrees_with_float(big_albums, queries):
+    data = build_classifier_file(big_albums, TINY, quantize="int8-full")
+    classifier = Classifier(data)
+    assert classifier.uint8_input and read_classifier_file(data).quantize == "int8-full"
+    float_scores = Classifier(build_classifier_file(big_albums, TINY)).scores(queries)
+    scores = classifier.scores(queries)
+    assert (scores.argmax(1) == float_scores.argmax(1))[:3].all()  # the three clear colours
+    np.testing.assert_allclose(scores, float_scores, atol=0.05)
+    with pytest.raises(CbrError, match="int8-full, calibrated on album images"):
+        remove_classes(data, ["blåbær"])
+    with pytest.raises(CbrError, match="int8-full model is calibrated on images"):
+        classifier_file_from_index(TINY, read_classifier_file(data).index_embeddings,
+                                   read_classifier_file(data).image_labels, sorted(tiny_embedder.COLOURS),
+                                   quantize="int8-full")
