@@ -66,15 +66,19 @@ def latency_and_size(embedder) -> dict:
     item = np.zeros((1, *embedder.input_size, 3), np.float32)
     result = {"size_mb": len(data) / 1e6}
     for threads in (1, os.cpu_count()):
-        model = LiteRTModel(data, num_threads=threads)
-        model.run_one(item)
-        best = float("inf")
-        for _ in range(20):
-            start = time.perf_counter()
-            model.run_one(item)
-            best = min(best, time.perf_counter() - start)
-        result[f"ms_{threads}"] = 1000 * best
+        result[f"ms_{threads}"] = best_ms(LiteRTModel(data, num_threads=threads), item)
     return result
+
+
+def best_ms(model, item) -> float:
+    """Milliseconds of ``model.run_one(item)`` (a LiteRTModel), best of 20 after one warm-up."""
+    model.run_one(item)
+    best = float("inf")
+    for _ in range(20):
+        start = time.perf_counter()
+        model.run_one(item)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
 
 
 def embed(embedder, images, flip: bool = False) -> np.ndarray:
@@ -108,7 +112,7 @@ def quantizations(name: str, shots: int = 3) -> int:
     and top-1 agreement with float32. The int8-full file is calibrated on the index images."""
     from cbr_lite.builder import Classifier, classifier_file_from_index
     from cbr_lite.embedders import load_embedder
-    from cbr_lite.export import QUANTIZATIONS
+    from cbr_lite.export import QUANTIZATIONS, LiteRTModel
 
     embedder = load_embedder(name)
     images, labels, names = photo_dataset("parts")
@@ -127,17 +131,8 @@ def quantizations(name: str, shots: int = 3) -> int:
         classifier = Classifier(data)
         top = classifier.scores(queries).argmax(axis=1)
         reference = top if reference is None else reference
-        item = classifier.preprocess(queries[0])
-        from cbr_lite.export import LiteRTModel
-
-        single = LiteRTModel(data, num_threads=1)
-        single.run_one(item)
-        best = float("inf")
-        for _ in range(20):
-            start = time.perf_counter()
-            single.run_one(item)
-            best = min(best, time.perf_counter() - start)
-        print(f"| {quantize} | {len(data) / 1e6:.1f} | {1000 * best:.0f} | {np.mean(top == labels[query_rows]):.3f} | "
+        milliseconds = best_ms(LiteRTModel(data, num_threads=1), classifier.preprocess(queries[0]))
+        print(f"| {quantize} | {len(data) / 1e6:.1f} | {milliseconds:.0f} | {np.mean(top == labels[query_rows]):.3f} | "
               f"{np.mean(top == reference):.3f} |", flush=True)
     return 0
 
