@@ -130,7 +130,11 @@ def compare_answers(model: bytes, images, resize_method=None) -> dict:
 
     ours = Classifier(model)
     if resize_method is not None:
-        ours.preprocess = lambda image: (resize_method(image, ours.input_size).astype(np.float32) - ours.mean) / ours.std
+        def preprocess(image):
+            pixels = resize_method(image, ours.input_size)
+            return pixels if ours.uint8_input else (pixels.astype(np.float32) - ours.mean) / ours.std
+
+        ours.preprocess = preprocess
     theirs_all, ours_all = [], []
     with mediapipe_classifier(model) as classifier:
         for image in images:
