@@ -543,15 +543,18 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m cbr_lite.bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+def run_module(prog: str, description: str, adders, run) -> int:
+    """``python -m`` entry of a benchmark module: options from each of ``adders``, then ``run(args)``; a
+    :class:`CbrError` becomes a one-line error and exit status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for add in adders:
+        add(parser)
     try:
-        return main(parser.parse_args())
+        return run(parser.parse_args())
     except CbrError as error:
         print(f"cbr-lite bench: error: {error}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(run_module("python -m cbr_lite.bench", __doc__.splitlines()[0], (add_arguments,), main))

@@ -160,10 +160,10 @@ def run_remove(args) -> None:
 
 
 def run_bench(args) -> int:
-    """Hand over to :mod:`cbr_lite.bench` (imported only when asked for)."""
-    from cbr_lite import bench
+    """Hand over to :mod:`cbr_lite.bench`, or with ``--ivf`` to :mod:`cbr_lite.bench_ivf` (imported only when asked for)."""
+    from cbr_lite import bench, bench_ivf
 
-    return bench.main(args)
+    return (bench_ivf if args.ivf else bench).main(args)
 
 
 def print_summary(model, classes_in_full: bool = False) -> None:
@@ -288,10 +288,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     # bench.py comes from another part of the project; the other commands work without it.
     if importlib.util.find_spec("cbr_lite.bench") is not None:
-        from cbr_lite import bench
+        from cbr_lite import bench, bench_ivf
 
         bench_parser = commands.add_parser("bench", help="time and compare models (see cbr_lite.bench)")
         bench.add_arguments(bench_parser)
+        bench_ivf.add_arguments(bench_parser)
         bench_parser.set_defaults(run=run_bench)
     return parser
 

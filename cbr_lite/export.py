@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as tfl
 
 from cbr_lite.errors import CbrError
 
@@ -28,6 +29,11 @@ def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
     scores stay float32. Ops without an integer kernel (the L2 normalisation's square root and division)
     run in float between a dequantise and a quantise; LiteRT and MediaPipe run such files, a strict
     accelerator runs the integer part and hands the rest to the CPU.
+
+    A model with several outputs (a dict of them, as the IVF head's) gets them in the file in the order
+    of their names, which is also the order Keras lists a dict's outputs in; the converter's own order
+    depends on the graph. Readers that go by position (MediaPipe reads output 0 first) then see a fixed
+    order.
     """
     if quantize not in QUANTIZATIONS:
         raise CbrError(f"unknown quantisation {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
@@ -49,14 +55,39 @@ def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
         converter.inference_input_type = tf.uint8
     # The converter prints where it saved a temporary SavedModel (with object ids that change every run).
     with quietly():
-        return bytes(converter.convert())
+        return outputs_in_name_order(converter.convert())
+
+
+def output_names(tflite_bytes) -> list[str]:
+    """The names of a .tflite model's outputs (from its signature), in the order of its output tensors."""
+    model = tfl.Model.GetRootAs(tflite_bytes, 0)
+    graph = model.Subgraphs(0)
+    if not model.SignatureDefsLength():
+        return [f"output_{i}" for i in range(graph.OutputsLength())]
+    signature = model.SignatureDefs(0)
+    by_tensor = {signature.Outputs(i).TensorIndex(): signature.Outputs(i).Name().decode()
+                 for i in range(signature.OutputsLength())}
+    return [by_tensor.get(graph.Outputs(i), f"output_{i}") for i in range(graph.OutputsLength())]
+
+
+def outputs_in_name_order(tflite_bytes) -> bytes:
+    """The model with its output tensors listed in the order of their signature names (same length, so
+    the list is rewritten in place and nothing else in the file moves)."""
+    names = output_names(tflite_bytes)
+    if names == sorted(names):
+        return bytes(tflite_bytes)
+    data = bytearray(tflite_bytes)
+    outputs = tfl.Model.GetRootAs(data, 0).Subgraphs(0).OutputsAsNumpy()  # a view into ``data``
+    by_name = dict(zip(names, outputs.tolist()))
+    outputs[:] = [by_name[name] for name in sorted(names)]
+    return bytes(data)
 
 
 class LiteRTModel:
-    """A .tflite model run with LiteRT (``ai_edge_litert``), one input tensor and one output tensor.
+    """A .tflite model run with LiteRT (``ai_edge_litert``): one input tensor, one or more output tensors.
 
     Calling it on a batch runs the model on each item (TFLite models are built for batch 1) and stacks
-    the outputs.
+    the first output; :meth:`run_outputs` gives every output by name.
     """
 
     def __init__(self, model, num_threads: int | None = None):
@@ -82,7 +113,10 @@ class LiteRTModel:
                 f"{where}not a TensorFlow Lite model LiteRT can run ({str(error).splitlines()[0]})"
             ) from None
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.outputs = self.interpreter.get_output_details()
+        self.output = self.outputs[0]
+        #: The outputs' names from the model's signature, in output order (``output_0``... without one).
+        self.output_names = output_names(self.model_bytes)
 
     @property
     def input_shape(self) -> tuple:
@@ -95,6 +129,12 @@ class LiteRTModel:
         self.interpreter.set_tensor(self.input["index"], item)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])[0].copy()
+
+    def run_outputs(self, item: np.ndarray) -> dict:
+        """Run the model on one input; returns ``{output name: output row}`` for every output."""
+        self.run_one(item)
+        return {name: self.interpreter.get_tensor(output["index"])[0].copy()
+                for name, output in zip(self.output_names, self.outputs)}
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.stack([self.run_one(item) for item in np.asarray(batch)])

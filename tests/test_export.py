@@ -159,3 +159,24 @@ def test_files_that_are_not_models_are_refused_by_name(tmp_path, content, messag
 def test_a_missing_model_file_is_refused_by_name(tmp_path):
     with pytest.raises(CbrError, match="missing.tflite: cannot read the model file"):
         LiteRTModel(tmp_path / "missing.tflite")
+
+
+def test_several_outputs_are_written_in_the_order_of_their_names():
+    """The converter orders a dict's outputs by the graph; to_tflite puts them in name order (what Keras
+    lists first comes first), so readers that go by position (MediaPipe) see a fixed order."""
+    embedding = keras.Input(shape=(4,), name="embedding")
+    # Built so that the graph order is neither the name order nor the reverse of it.
+    outputs = {"b_middle": keras.layers.Dense(2, name="two")(embedding),
+               "c_last": keras.layers.Dense(1, name="one")(embedding),
+               "a_first": keras.layers.Dense(3, name="three")(embedding)}
+    model = keras.Model(embedding, outputs)
+    runner = LiteRTModel(to_tflite(model))
+    assert runner.output_names == ["a_first", "b_middle", "c_last"]
+    assert [int(o["shape"][1]) for o in runner.outputs] == [3, 2, 1]
+    query = np.arange(4, dtype=np.float32)
+    expected = model.predict_on_batch(query[None])
+    got = runner.run_outputs(query)
+    assert list(got) == ["a_first", "b_middle", "c_last"]
+    for name in got:
+        np.testing.assert_allclose(got[name], expected[name][0], atol=1e-5)
+    np.testing.assert_array_equal(runner.run_one(query), got["a_first"])
