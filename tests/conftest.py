@@ -46,3 +46,72 @@ def write_image(tmp_path):
         return path
 
     return write
+
+
+# ------------------------------------------------------------------------------------------------ nbgrader
+# When pytest runs the notebooks under nbval (./run.sh test), one more item follows each notebook's cells:
+# nbgrader's autograde, given exactly the outputs nbval just got from the solved notebook, must give every
+# check its points. So "the solved notebooks get full marks" costs no execution beyond nbval's own.
+
+
+def _release_script():
+    """scripts/release_notebooks.py as a module (tests/test_released_notebooks.py loads the same one)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "release_notebooks" not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "scripts" / "release_notebooks.py"
+        spec = importlib.util.spec_from_file_location("release_notebooks", path)
+        sys.modules["release_notebooks"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["release_notebooks"])
+    return sys.modules["release_notebooks"]
+
+
+class SolvedNotebookFullMarks(pytest.Item):
+    """nbgrader grades nbval's run of a solved notebook (the cells' fresh outputs): every check gets full marks."""
+
+    def __init__(self, *, cells, **kwargs):
+        super().__init__(**kwargs)
+        self.cells = cells  # nbval's items for the notebook's code cells, in order
+
+    def runtest(self):
+        import copy
+        import tempfile
+        from pathlib import Path
+
+        not_run = [cell.name for cell in self.cells if getattr(cell, "test_outputs", None) is None]
+        if not_run:
+            pytest.skip(f"nbval did not run {', '.join(not_run)}: no whole run to grade")
+        release = _release_script()
+        fresh = {id(cell.cell): cell.test_outputs for cell in self.cells}
+        notebook = copy.deepcopy(self.parent.nb)
+        for original, cell in zip(self.parent.nb.cells, notebook.cells):
+            if cell.cell_type == "code":
+                cell.outputs = copy.deepcopy(fresh[id(original)])
+        path = Path(self.parent.path)
+        with tempfile.TemporaryDirectory(prefix="cbr-lite-grading-") as root:
+            course = release.Course(Path(root))
+            course.release([path])
+            graded = course.autograde(release.render(notebook), path.stem, "solved", execute=False)
+        lost = [f"{g.grade_id} {g.auto_score}/{g.max_score}" for g in graded.grades if not g.manual
+                and g.auto_score != g.max_score]
+        assert not lost, f"{path.name}: the solved notebook lost points: {', '.join(lost)}"
+        assert graded.auto_max_score > 0
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.name}::nbgrader full marks"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Put a SolvedNotebookFullMarks item after the last nbval cell of every notebook with nbgrader cells."""
+    by_notebook = {}
+    for position, item in enumerate(items):
+        if type(item).__name__ == "IPyNbCell":  # nbval's item for one code cell
+            by_notebook.setdefault(item.parent, []).append(position)
+    release = _release_script() if by_notebook else None
+    for notebook, positions in sorted(by_notebook.items(), key=lambda pair: -pair[1][-1]):
+        if release.nbgrader_cells(notebook.nb):
+            cells = [items[position] for position in positions]
+            grader = SolvedNotebookFullMarks.from_parent(notebook, name="nbgrader full marks", cells=cells)
+            items.insert(positions[-1] + 1, grader)
