@@ -153,7 +153,8 @@ class Course:
         submitted.mkdir(parents=True, exist_ok=True)
         (submitted / f"{assignment}.ipynb").write_text(notebook_text, encoding="utf-8")
         api = self._api(execute)
-        _succeed(api.autograde(assignment, student), f"nbgrader autograde {assignment} for {student}")
+        with _quiet_database():
+            _succeed(api.autograde(assignment, student), f"nbgrader autograde {assignment} for {student}")
         graded = nbformat.read(self.root / "autograded" / student / assignment / f"{assignment}.ipynb", as_version=4)
         written = {cell.metadata.nbgrader.grade_id for cell in nbgrader_cells(graded) if cell.metadata.nbgrader.solution}
         with _quiet_database(), Gradebook(api.coursedir.db_url, course_id=COURSE_ID) as gradebook:
@@ -170,9 +171,11 @@ def _succeed(result: dict, what: str) -> None:
 
 @contextlib.contextmanager
 def _quiet_database():
-    """SQLAlchemy warns about nbgrader's own session handling while reading grades; that is not ours to fix."""
+    """SQLAlchemy warns about nbgrader's own session handling while it grades; that is not ours to fix."""
+    from sqlalchemy.exc import SAWarning
+
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="nbgrader")
+        warnings.filterwarnings("ignore", category=SAWarning)
         yield
 
 

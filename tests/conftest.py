@@ -1,9 +1,13 @@
-"""Shared fixtures of the unit tests: a tiny deterministic embedder and small image files written with PIL.
+"""Shared fixtures of the unit tests: a tiny deterministic embedder and small image files written with PIL;
+and, when the notebooks run under nbval, an item after each one that has nbgrader grade that run.
 
 Test modules may define fixtures of their own with the same names; pytest then uses theirs.
 """
 
+import copy
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -54,20 +58,6 @@ def write_image(tmp_path):
 # check its points. So "the solved notebooks get full marks" costs no execution beyond nbval's own.
 
 
-def _release_script():
-    """scripts/release_notebooks.py as a module (tests/test_released_notebooks.py loads the same one)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if "release_notebooks" not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "scripts" / "release_notebooks.py"
-        spec = importlib.util.spec_from_file_location("release_notebooks", path)
-        sys.modules["release_notebooks"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules["release_notebooks"])
-    return sys.modules["release_notebooks"]
-
-
 class SolvedNotebookFullMarks(pytest.Item):
     """nbgrader grades nbval's run of a solved notebook (the cells' fresh outputs): every check gets full marks."""
 
@@ -76,14 +66,11 @@ class SolvedNotebookFullMarks(pytest.Item):
         self.cells = cells  # nbval's items for the notebook's code cells, in order
 
     def runtest(self):
-        import copy
-        import tempfile
-        from pathlib import Path
+        from release_script import release
 
         not_run = [cell.name for cell in self.cells if getattr(cell, "test_outputs", None) is None]
         if not_run:
             pytest.skip(f"nbval did not run {', '.join(not_run)}: no whole run to grade")
-        release = _release_script()
         fresh = {id(cell.cell): cell.test_outputs for cell in self.cells}
         notebook = copy.deepcopy(self.parent.nb)
         for original, cell in zip(self.parent.nb.cells, notebook.cells):
@@ -109,7 +96,10 @@ def pytest_collection_modifyitems(session, config, items):
     for position, item in enumerate(items):
         if type(item).__name__ == "IPyNbCell":  # nbval's item for one code cell
             by_notebook.setdefault(item.parent, []).append(position)
-    release = _release_script() if by_notebook else None
+    if not by_notebook:
+        return
+    from release_script import release
+
     for notebook, positions in sorted(by_notebook.items(), key=lambda pair: -pair[1][-1]):
         if release.nbgrader_cells(notebook.nb):
             cells = [items[position] for position in positions]
