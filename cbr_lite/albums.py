@@ -12,6 +12,7 @@ and folders (names starting with ".") and files without an image suffix are igno
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from cbr_lite.errors import CbrError
 from cbr_lite.images import load_image
+from cbr_lite.labels import check_labels, printable
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 ON_BAD_IMAGE = ("error", "skip")
@@ -47,8 +49,9 @@ def is_image_file(path: Path) -> bool:
 def find_albums(root) -> list[tuple[str, list[Path]]]:
     """List ``(class name, sorted image paths)`` for each class folder under ``root``, sorted by name.
 
-    Raises :class:`CbrError` if ``root`` is missing, is not a folder, has no class folders, or has a
-    class folder without images (naming it).
+    Raises :class:`CbrError` if ``root`` is missing, is not a folder, has no class folders, has a
+    folder whose name cannot be a label (:func:`cbr_lite.labels.check_label`), or has a class folder
+    without images (naming it). Nothing is read yet, so this is quick: the place to fail early.
     """
     root = Path(root)
     if not root.exists():
@@ -58,6 +61,7 @@ def find_albums(root) -> list[tuple[str, list[Path]]]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise CbrError(f"{root}: has no class folders; put each class's images in a sub-folder named after it")
+    check_labels([class_dir.name for class_dir in class_dirs], root)
     albums = []
     for class_dir in class_dirs:
         paths = sorted(p for p in class_dir.iterdir() if is_image_file(p))
@@ -67,6 +71,20 @@ def find_albums(root) -> list[tuple[str, list[Path]]]:
             )
         albums.append((class_dir.name, paths))
     return albums
+
+
+def check_on_bad_image(on_bad_image: str) -> str:
+    """``on_bad_image`` if it is one of :data:`ON_BAD_IMAGE`, else a :class:`CbrError`."""
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise CbrError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, not {on_bad_image!r}")
+    return on_bad_image
+
+
+def found_albums(albums) -> list[tuple[str, list[Path]]]:
+    """``albums`` as :func:`find_albums` lists them: a folder of class folders is listed, a list that
+    :func:`find_albums` returned is passed through (so a command that has listed them already does not
+    list them again)."""
+    return find_albums(albums) if isinstance(albums, (str, os.PathLike)) else albums
 
 
 def read_image_or_skip(path, on_bad_image: str, warn: Callable[[str], None]):
@@ -87,9 +105,8 @@ def load_albums(root, on_bad_image: str = "error", warn: Callable[[str], None] |
     ``on_bad_image="error"`` stops at the first unreadable image with its path; ``"skip"`` leaves it
     out, reports it through ``warn`` (default: a line on stderr) and still fails if a class is left empty.
     """
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise CbrError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, not {on_bad_image!r}")
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    check_on_bad_image(on_bad_image)
+    warn = warn or warn_on_stderr
     images, labels, paths, class_names = [], [], [], []
     for class_id, (class_name, class_paths) in enumerate(find_albums(root)):
         class_names.append(class_name)
@@ -105,6 +122,11 @@ def load_albums(root, on_bad_image: str = "error", warn: Callable[[str], None] |
         if kept == 0:
             raise CbrError(f"{Path(root) / class_name}: no readable images left in this class folder")
     return Albums(images, np.asarray(labels, dtype=np.int32), class_names, paths)
+
+
+def warn_on_stderr(message: str) -> None:
+    """The default ``warn``: a ``warning: ...`` line on stderr (control characters escaped)."""
+    print(f"warning: {printable(message)}", file=sys.stderr)
 
 
 def expand_inputs(inputs: Iterable) -> list[Path]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 # only inside the functions that measure (the head forms live in cbr_lite.bench_heads).
 import argparse
 import gc
+import io
 import json
 import os
 import platform
@@ -400,7 +401,7 @@ def build_time(images: int = 1000, classes: int = 50, embedder_name: str = "glyp
         command = [sys.executable, "-m", "cbr_lite", "build", str(albums), "-o", str(Path(folder) / "model.tflite"),
                    "--embedder", embedder_name]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        done = subprocess.run(command, capture_output=True, text=True)  # the command line quiets TensorFlow itself
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             return {"images": count, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
@@ -494,7 +495,9 @@ def plot(result: dict, path=None):
                     f"(hollow: extrapolated)")
     figure.tight_layout()
     if path is not None:
-        figure.savefig(path, dpi=110)
+        stream = io.BytesIO()
+        figure.savefig(stream, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+        write_atomically(path, stream.getvalue())
         plt.close(figure)
     return figure
 
@@ -525,7 +528,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark as the options say, print the table, write --json / --plot; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from cbr_lite.files import check_output_path
+    from cbr_lite.quiet import import_tensorflow_quietly
+
+    for path in (args.json, args.plot):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            check_output_path(path)  # before minutes of measuring, not after
+    import_tensorflow_quietly()
     classes = args.classes or (QUICK_CLASSES if args.quick else FULL_CLASSES)
     max_convert_s = args.max_convert_s if args.max_convert_s is not None else (15.0 if args.quick else 180.0)
     print(TABLE_HEADER, flush=True)

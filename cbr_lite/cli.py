@@ -2,7 +2,13 @@
 
 Each sub-command is a ``run_<name>(args)`` function registered in :func:`make_parser`. Errors the user
 can fix (:class:`CbrError`) are printed as one line, ``cbr-lite: error: ...``, with exit status 2.
-TensorFlow is imported only by the commands that need it, so ``cbr-lite --help`` is quick.
+Importing this module imports no TensorFlow (nor does ``import cbr_lite``), so ``cbr-lite --help`` is
+quick, and ``classify`` and ``inspect`` never import it: they need LiteRT and the model file only.
+
+A model file is data: no command runs code it names or reaches the network because of it. ``remove``
+loads no embedder; ``add`` loads the embedder the file names only if it is one of the built-in offline
+embedders, otherwise only one the user names with ``--embedder``. Labels and paths are printed with
+control characters escaped (JSON output is JSON).
 
 ::
 
@@ -20,19 +26,25 @@ import argparse
 import importlib.util
 import io
 import json
-import os
+import signal
 import sys
+import threading
 import time
 
+from cbr_lite.albums import ON_BAD_IMAGE
 from cbr_lite.errors import CbrError
 from cbr_lite.export import QUANTIZATIONS
 from cbr_lite.files import check_output_path
+from cbr_lite.labels import printable
+from cbr_lite.version import VERSION
 
 #: The embedder the command line uses unless told otherwise: people bring ordinary photos, for which an
 #: ImageNet network is the right default (the package's own ``DEFAULT_EMBEDDER`` is the offline glyph CNN).
 CLI_DEFAULT_EMBEDDER = "efficientnet-lite0"
 #: ``cbr-lite build`` centres on the index's mean embedding unless told ``--no-center``.
 CLI_CENTER = False
+OUTPUT_HELP = ("a regular file, replaced only once the new one is complete; an existing device, FIFO or "
+               "symbolic link is refused (links are not followed: give the file's own path)")
 
 
 def run_embed(args) -> None:
@@ -40,107 +52,112 @@ def run_embed(args) -> None:
     import numpy as np
 
     from cbr_lite.albums import expand_inputs
-    from cbr_lite.builder import embed_paths
-    from cbr_lite.embedders import load_embedder
+    from cbr_lite.builder import embed_paths, resolve_embedder
     from cbr_lite.files import write_atomically
 
     paths = expand_inputs(args.inputs)
     check_output_path(args.output)
-    embedder = load_embedder(args.embedder)
+    embedder = resolve_embedder(args.embedder)
     with progress_bar(len(paths), "embedding") as bar:
-        embeddings, kept = embed_paths(paths, embedder, args.on_bad_image, progress=bar.update, warn=warn)
+        embeddings, kept = embed_paths(paths, embedder, args.on_bad_image, progress=bar.update)
     if not kept:
         raise CbrError("no readable images to embed")
     buffer = io.BytesIO()
     np.save(buffer, embeddings, allow_pickle=False)
     write_atomically(args.output, buffer.getvalue())
-    print(f"embedded {len(kept)} images with {embedder.name}: {embeddings.shape[0]} x {embeddings.shape[1]} "
-          f"float32 -> {args.output}")
+    print(f"embedded {len(kept)} images with {printable(embedder.name)}: {embeddings.shape[0]} x "
+          f"{embeddings.shape[1]} float32 -> {printable(args.output)}")
 
 
 def run_build(args) -> None:
     """Build a classifier .tflite file from a folder of class folders."""
     from cbr_lite.albums import find_albums
-    from cbr_lite.builder import build_classifier_file, read_classifier_file
+    from cbr_lite.builder import build_classifier_file
+    from cbr_lite.classifier_file import read_classifier_file
     from cbr_lite.files import write_atomically
 
     start = time.perf_counter()
     check_output_path(args.output)
-    total = sum(len(paths) for _, paths in find_albums(args.albums))
-    with progress_bar(total, "embedding") as bar:
-        data = build_classifier_file(args.albums, args.embedder, args.aggregation, args.quantize,
-                                     args.on_bad_image, progress=bar.update, warn=warn, center=args.center)
+    albums = find_albums(args.albums)
+    with progress_bar(sum(len(paths) for _, paths in albums), "embedding") as bar:
+        data = build_classifier_file(albums, args.embedder, args.aggregation, args.quantize,
+                                     args.on_bad_image, progress=bar.update, center=args.center)
     write_atomically(args.output, data)
-    print(f"built {args.output} in {time.perf_counter() - start:.1f} s")
+    print(f"built {printable(args.output)} in {time.perf_counter() - start:.1f} s")
     print_summary(read_classifier_file(data, str(args.output)))
 
 
 def run_classify(args) -> None:
     """Classify images with a model file; labels and preprocessing come from its metadata."""
-    from cbr_lite.albums import expand_inputs, read_image_or_skip
-    from cbr_lite.builder import Classifier
+    from cbr_lite.albums import expand_inputs, read_image_or_skip, warn_on_stderr
+    from cbr_lite.classifier import Classifier, check_top_k
 
-    if args.top_k < 0:
-        raise CbrError(f"--top-k must be 0 (all classes) or more, not {args.top_k}")
+    check_top_k(args.top_k, "--top-k")
     classifier = Classifier(args.model)
     results = []
     for path in expand_inputs(args.inputs):
-        image = read_image_or_skip(path, args.on_bad_image, warn)
+        image = read_image_or_skip(path, args.on_bad_image, warn_on_stderr)
         if image is None:
             continue
         predictions = classifier.ranked(classifier.scores([image])[0], args.top_k)
         results.append({"image": str(path),
                         "predictions": [{"label": label, "score": score} for label, score in predictions]})
         if not args.json:
-            best = ", ".join(f"{label} ({score:.3f})" for label, score in predictions)
-            print(f"{path}: {best}")
+            best = ", ".join(f"{printable(label)} ({score:.3f})" for label, score in predictions)
+            print(f"{printable(path)}: {best}")
     if args.json:
         print(json.dumps(results, indent=2))
 
 
 def run_inspect(args) -> None:
     """Describe a cbr-lite model file: embedder, classes, index, aggregation, quantisation, ops, size."""
-    from cbr_lite.builder import count_ops, read_classifier_file, read_model_file
+    from cbr_lite.classifier import count_ops
+    from cbr_lite.classifier_file import read_classifier_file, read_model_file
 
     data = read_model_file(args.model)
     model = read_classifier_file(data, str(args.model))
+    ops = count_ops(data, str(args.model))
     if args.json:
         print(json.dumps({
             "model": str(args.model), "size_bytes": model.size, "embedder": model.embedder,
             "input_size": list(model.input_size), "mean": list(model.mean), "std": list(model.std),
             "embedding_dim": int(model.index_embeddings.shape[1]), "aggregation": model.aggregation,
             "quantize": model.quantize, "center": model.center, "classes": model.images_per_class(),
-            "ops": dict(count_ops(data)), "cbr_lite_version": model.version,
+            "ops": dict(ops), "cbr_lite_version": model.version,
         }, indent=2))
         return
-    print(f"model:        {args.model} ({human_size(model.size)})")
+    print(f"model:        {printable(args.model)} ({human_size(model.size)})")
     print_summary(model, classes_in_full=True)
     height, width = model.input_size
     print(f"input:        {height}x{width} RGB, (pixel - {_numbers(model.mean)}) / {_numbers(model.std)}")
-    print(f"ops:          {', '.join(f'{name} x{count}' for name, count in count_ops(data))}")
-    print(f"made with:    cbr-lite {model.version}")
+    print(f"ops:          {', '.join(f'{printable(name)} x{count}' for name, count in ops)}")
+    print(f"made with:    cbr-lite {printable(model.version)}")
 
 
 def run_add(args) -> None:
     """Add the classes of a folder of class folders to a model, embedding only the new images."""
     from cbr_lite.albums import find_albums
-    from cbr_lite.builder import add_classes, read_classifier_file, read_model_file
+    from cbr_lite.builder import add_classes, load_file_embedder
+    from cbr_lite.classifier_file import read_classifier_file, read_model_file
     from cbr_lite.files import write_atomically
 
     start = time.perf_counter()
     data = read_model_file(args.model)
     before = read_classifier_file(data, str(args.model))
     check_output_path(args.output)
-    total = sum(len(paths) for _, paths in find_albums(args.albums))
-    with progress_bar(total, "embedding") as bar:
-        new = add_classes(data, args.albums, args.on_bad_image, progress=bar.update, warn=warn,
-                          source=str(args.model))
+    albums = find_albums(args.albums)
+    embedder = load_file_embedder(before, str(args.model), args.embedder)
+    why = "given with --embedder" if args.embedder else "named by the model, a built-in offline embedder"
+    print(f"embedding the new images with {printable(embedder.name)} ({why})")
+    with progress_bar(sum(len(paths) for _, paths in albums), "embedding") as bar:
+        new = add_classes(data, albums, args.on_bad_image, progress=bar.update, source=str(args.model),
+                          embedder=embedder)
     write_atomically(args.output, new)
     after = read_classifier_file(new, str(args.output))
     old_counts, new_counts = before.images_per_class(), after.images_per_class()
     added = [name for name in after.class_names if name not in old_counts]
     grown = [name for name in before.class_names if new_counts[name] > old_counts[name]]
-    print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s: "
+    print(f"wrote {printable(args.output)} in {time.perf_counter() - start:.1f} s: "
           f"added {len(added)} classes ({_names(added)})"
           + (f", more images for {len(grown)} existing classes ({_names(grown)})" if grown else ""))
     print_summary(after)
@@ -148,14 +165,18 @@ def run_add(args) -> None:
 
 def run_remove(args) -> None:
     """Remove classes (and their index images) from a model."""
-    from cbr_lite.builder import read_classifier_file, read_model_file, remove_classes
+    from cbr_lite.builder import remove_classes
+    from cbr_lite.classifier_file import read_classifier_file, read_model_file
     from cbr_lite.files import write_atomically
 
     data = read_model_file(args.model)
     check_output_path(args.output)
+    print(f"keeping the model's own embedder network ({printable(read_classifier_file(data, str(args.model)).embedder)}): "
+          "no embedder is loaded")
     new = remove_classes(data, args.labels, source=str(args.model))
     write_atomically(args.output, new)
-    print(f"wrote {args.output}: removed {len(set(args.labels))} classes ({_names(sorted(set(args.labels)))})")
+    print(f"wrote {printable(args.output)}: removed {len(set(args.labels))} classes "
+          f"({_names(sorted(set(args.labels)))})")
     print_summary(read_classifier_file(new, str(args.output)))
 
 
@@ -167,17 +188,17 @@ def run_bench(args) -> int:
 
 
 def print_summary(model, classes_in_full: bool = False) -> None:
-    """Print what a classifier file holds, a few aligned lines."""
-    counts = model.images_per_class()
-    print(f"embedder:     {model.embedder}")
+    """Print what a classifier file holds, a few aligned lines (labels with control characters escaped)."""
+    counts = {printable(name): count for name, count in model.images_per_class().items()}
+    print(f"embedder:     {printable(model.embedder)}")
     print(f"classes:      {len(counts)}" + ("" if classes_in_full else f" ({_names(list(counts))})"))
     if classes_in_full:
         width = max(len(name) for name in counts)
         for name, count in counts.items():
             print(f"  {name:<{width}}  {count} images")
     print(f"images:       {sum(counts.values())} ({_spread(list(counts.values()))} per class)")
-    print(f"aggregation:  {model.aggregation}")
-    print(f"quantisation: {model.quantize}")
+    print(f"aggregation:  {printable(model.aggregation)}")
+    print(f"quantisation: {printable(model.quantize)}")
     print(f"centring:     {'on the index mean' if model.center else 'none'}")
     print(f"size:         {human_size(model.size)} (index {model.index_embeddings.shape[0]} x "
           f"{model.index_embeddings.shape[1]} float32 inside)")
@@ -193,7 +214,8 @@ def human_size(size: int) -> str:
 
 
 def _names(names: list, limit: int = 8) -> str:
-    # Quote names that would otherwise blur the list ("green, leafy"; " padded ").
+    # Quote names that would otherwise blur the list ("green, leafy"; " padded "); escape control characters.
+    names = [printable(name) for name in names]
     shown = ", ".join(f'"{n}"' if "," in n or n != n.strip() else n for n in names[:limit])
     return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
 
@@ -207,11 +229,6 @@ def _numbers(values) -> str:
     return values[0] if len(set(values)) == 1 else "(" + ", ".join(values) + ")"
 
 
-def warn(message: str) -> None:
-    """A warning line on stderr (e.g. an image skipped with ``--on-bad-image skip``)."""
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def progress_bar(total: int, description: str):
     """A tqdm progress bar on stderr, shown only when stderr is a terminal."""
     from tqdm import tqdm
@@ -220,36 +237,40 @@ def progress_bar(total: int, description: str):
 
 
 def _add_bad_image_option(parser) -> None:
-    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+    parser.add_argument("--on-bad-image", choices=ON_BAD_IMAGE, default=ON_BAD_IMAGE[0],
                         help="stop at an unreadable image (default) or skip it with a warning")
+
+
+def _add_output_option(parser, metavar: str, what: str) -> None:
+    parser.add_argument("-o", "--output", required=True, metavar=metavar, help=f"where to write {what}: {OUTPUT_HELP}")
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    from cbr_lite import __version__
-
     parser = argparse.ArgumentParser(
         prog="cbr-lite",
         description="Classification by retrieval: build image classifiers from folders of examples, no training.",
+        epilog="A model file is data: cbr-lite never runs code or reaches the network because a model file "
+               "names it (see README.md, 'The command line').",
     )
-    parser.add_argument("--version", action="version", version=f"cbr-lite {__version__}")
+    parser.add_argument("--version", action="version", version=f"cbr-lite {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     build = commands.add_parser("build", help="build a .tflite classifier from a folder of class folders")
     build.add_argument("albums", metavar="ALBUMS_DIR", help="a folder with one sub-folder of images per class")
-    build.add_argument("-o", "--output", required=True, metavar="MODEL.tflite", help="where to write the model")
+    _add_output_option(build, "MODEL.tflite", "the model")
     build.add_argument("--embedder", default=CLI_DEFAULT_EMBEDDER,
                        help=f"embedder name (default: {CLI_DEFAULT_EMBEDDER})")
     build.add_argument("--aggregation", default="max", metavar="max|mean|topk:K",
                        help="how a class's image similarities become its score (default: max)")
-    build.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+    build.add_argument("--quantize", choices=QUANTIZATIONS, default=QUANTIZATIONS[0],
                        help="store weights as float32 (none, default), float16, int8 (dynamic range) or "
                             "int8-full (integers throughout, uint8 input, for NPUs / Edge TPU)")
     build.add_argument("--center", action=argparse.BooleanOptionalAction, default=CLI_CENTER,
                        help="centre embeddings on the index's mean before the cosine (SimpleShot's CL2N; "
                             f"default: {'on' if CLI_CENTER else 'off'})")
     _add_bad_image_option(build)
-    build.set_defaults(run=run_build)
+    build.set_defaults(run=run_build, tensorflow=True)
 
     classify = commands.add_parser("classify", help="classify images with a model file")
     classify.add_argument("model", metavar="MODEL.tflite", help="a classifier made by cbr-lite (or any TFLite "
@@ -269,22 +290,24 @@ def make_parser() -> argparse.ArgumentParser:
     add.add_argument("model", metavar="MODEL.tflite")
     add.add_argument("albums", metavar="ALBUMS_DIR", help="a folder of class folders; a class already in the "
                      "model gets the new images added to it")
-    add.add_argument("-o", "--output", required=True, metavar="NEW.tflite", help="where to write the new model")
+    _add_output_option(add, "NEW.tflite", "the new model")
+    add.add_argument("--embedder", help="embed the new images with this embedder (default: the one the model "
+                     "names, if it is a built-in offline embedder; any other must be named here)")
     _add_bad_image_option(add)
-    add.set_defaults(run=run_add)
+    add.set_defaults(run=run_add, tensorflow=True)
 
     remove = commands.add_parser("remove", help="remove classes from a model")
     remove.add_argument("model", metavar="MODEL.tflite")
     remove.add_argument("labels", nargs="+", metavar="LABEL", help="class names to remove")
-    remove.add_argument("-o", "--output", required=True, metavar="NEW.tflite", help="where to write the new model")
-    remove.set_defaults(run=run_remove)
+    _add_output_option(remove, "NEW.tflite", "the new model")
+    remove.set_defaults(run=run_remove, tensorflow=True)
 
     embed = commands.add_parser("embed", help="write raw image embeddings to a .npy file")
     embed.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
     embed.add_argument("--embedder", default=CLI_DEFAULT_EMBEDDER, help=f"embedder name (default: {CLI_DEFAULT_EMBEDDER})")
-    embed.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="where to write the (images, dim) array")
+    _add_output_option(embed, "OUT.npy", "the (images, dim) array")
     _add_bad_image_option(embed)
-    embed.set_defaults(run=run_embed)
+    embed.set_defaults(run=run_embed, tensorflow=True)
 
     # bench.py comes from another part of the project; the other commands work without it.
     if importlib.util.find_spec("cbr_lite.bench") is not None:
@@ -293,32 +316,47 @@ def make_parser() -> argparse.ArgumentParser:
         bench_parser = commands.add_parser("bench", help="time and compare models (see cbr_lite.bench)")
         bench.add_arguments(bench_parser)
         bench_ivf.add_arguments(bench_parser)
-        bench_parser.set_defaults(run=run_bench)
+        bench_parser.set_defaults(run=run_bench, tensorflow=True)
     return parser
 
 
-def one_line(message: str) -> str:
-    """Escape line breaks (a file name may hold one), so an error is always one line."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that temporary files are removed as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = make_parser().parse_args(argv)
+    # Only the main thread may set signal handlers (cli.main can be called from anywhere).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
+        if getattr(args, "tensorflow", False):
+            from cbr_lite.quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         status = args.run(args)
     except CbrError as error:
-        print(f"cbr-lite: error: {one_line(str(error))}", file=sys.stderr)
+        print(f"cbr-lite: error: {printable(error)}", file=sys.stderr)
         return 2
     except OSError as error:
         # A disk that is full or a folder we may not write to: the user's to fix, so no traceback either.
         where = f"{error.filename}: " if error.filename else ""
-        print(f"cbr-lite: error: {one_line(where + (error.strerror or str(error)))}", file=sys.stderr)
+        print(f"cbr-lite: error: {printable(where + (error.strerror or str(error)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cbr-lite: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("cbr-lite: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return int(status or 0)
 
 

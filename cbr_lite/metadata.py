@@ -11,10 +11,13 @@ model, its labels and anything else we want to ship with it::
 
 LiteRT ignores both the metadata buffer and the trailing ZIP, so the model runs unchanged.
 
-We write the metadata FlatBuffer by hand with ``flatbuffers.Builder``: the tables we need are few and
-the official writers do not fit in our environment: MediaPipe 1.2.2's writer fails to import (it needs
-``mediapipe.tasks.cc``, a compiled package the wheel does not ship) and ``tflite-support`` 0.4.4, the
-last release, pins ``protobuf<4``, which TensorFlow 2.21 cannot use.
+The metadata FlatBuffer is written and read with the classes the FlatBuffers compiler generates from the
+public schema (``cbr_lite/third_party/metadata_schema_py_generated.py``, vendored from the mediapipe
+wheel with its licence), so no field slot is numbered by hand. The official *writers* do not fit our
+environment: MediaPipe 1.2's fails to import (it needs ``mediapipe.tasks.cc``, a compiled package the
+wheel does not ship) and ``tflite-support`` 0.4.4, the last release, pins ``protobuf<4``, which
+TensorFlow 2.21 cannot use. Only the public ``flatbuffers`` API that generated code itself uses is
+called, so any ``flatbuffers`` release that runs generated code will do.
 
 What we write (the layout of the official image-classifier writers, minus score thresholds):
 
@@ -47,6 +50,7 @@ Example::
     read_metadata(tflite)["labels"]        # ['cat', 'dog']
 """
 
+import copy
 import io
 import json
 import math
@@ -57,9 +61,10 @@ import zlib
 
 import flatbuffers
 from ai_edge_litert import schema_py_generated as tfl
-from flatbuffers.table import Table
 
 from cbr_lite.errors import CbrError
+from cbr_lite.labels import check_labels, printable
+from cbr_lite.third_party import metadata_schema_py_generated as schema
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -67,35 +72,15 @@ MODEL_IDENTIFIER = b"TFL3"
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
 CBR_INFO_FILE = "cbr.json"
+#: The largest input image side a classifier may ask for (a damaged file could ask for any).
+MAX_INPUT_SIDE = 4096
+#: The most bytes read for a packed file (others: at most the model file's own size). A model with a
+#: 600 MB compressed labels.txt is refused instead of costing gigabytes of memory.
+MAX_PACKED_BYTES = {LABELS_FILE: 16 * 2**20, CBR_INFO_FILE: 64 * 2**10}
 
-# Enum values from metadata_schema.fbs.
-_FILE_TYPE_UNKNOWN = 0
-_FILE_TYPE_TENSOR_AXIS_LABELS = 2
-_COLOR_SPACE_RGB = 1
-_CONTENT_FEATURE_PROPERTIES = 1
-_CONTENT_IMAGE_PROPERTIES = 2
-_PROCESS_UNIT_NORMALIZATION = 1
-
-# Field counts of the tables we write, as in metadata_schema.fbs 1.5.0 (readers of any version accept
-# vtables that are shorter or longer than they know).
-_N_FIELDS = {
-    "AssociatedFile": 5,
-    "ImageProperties": 2,
-    "FeatureProperties": 0,
-    "Content": 3,
-    "NormalizationOptions": 2,
-    "ProcessUnit": 2,
-    "Stats": 2,
-    "TensorMetadata": 7,
-    "SubGraphMetadata": 10,
-    "ModelMetadata": 8,
-}
-
-# Fixed ZIP entry attributes, so the same inputs give byte-identical files on every OS and day.
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# Fixed ZIP entry attributes (zip_bytes), so the same inputs give byte-identical files on every OS and day.
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _ZIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# What str.splitlines() breaks on, so a label file stays one label per line for every reader.
-_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 _BUFFER_ALIGN = 16  # TFLite wants tensor data 16-byte aligned; the object API's Pack does not ensure it.
 
 
@@ -138,7 +123,7 @@ def add_metadata(
         CbrError: the model is not such a classifier, or an argument is invalid.
     """
     extra_files = dict(extra_files or {})
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     model = _parse_model(tflite_bytes, source)
     try:
         input_type, _ = _check_classifier(model, len(labels), source)
@@ -184,18 +169,6 @@ def add_metadata(
     return _append_zip(model_bytes, files)
 
 
-def _check_labels(labels):
-    if isinstance(labels, str):
-        raise CbrError("labels must be a list of class names, not one string")
-    labels = list(labels)
-    for i, label in enumerate(labels):
-        if not isinstance(label, str) or not label.strip():
-            raise CbrError(f"label {i} is empty (or not a string): every class needs a name")
-        if any(character in _LINE_BREAKS for character in label):
-            raise CbrError(f"label {i} ({label!r}) has a line break: class names must be one line")
-    return labels
-
-
 def _check_floats(values, what):
     try:
         values = [float(v) for v in values]
@@ -234,104 +207,40 @@ def _check_classifier(model, num_labels, source):
 
 
 def _build_metadata(*, name, description, mean, std, uint8_input, extra_names):
-    """Builds the ``ModelMetadata`` FlatBuffer (identifier M001) by hand."""
-    b = flatbuffers.Builder(1024)
-
-    # Children are written before their parents: a FlatBuffer is built back to front.
+    """The ``ModelMetadata`` FlatBuffer (identifier M001), built with the generated object API."""
     if uint8_input:
         low, high = [0.0], [255.0]
     else:
         low = [(0.0 - m) / s for m, s in zip(mean * (3 // len(mean)), std * (3 // len(std)))]
         high = [(255.0 - m) / s for m, s in zip(mean * (3 // len(mean)), std * (3 // len(std)))]
-    image_props = _table(b, "ImageProperties", [(0, "int8", _COLOR_SPACE_RGB)])
-    image_content = _table(
-        b, "Content", [(0, "uint8", _CONTENT_IMAGE_PROPERTIES), (1, "offset", image_props)]
+    image = schema.TensorMetadataT(
+        name="image", description="RGB image, normalised as (pixel - mean) / std.",
+        content=schema.ContentT(contentPropertiesType=schema.ContentProperties.ImageProperties,
+                                contentProperties=schema.ImagePropertiesT(colorSpace=schema.ColorSpaceType.RGB)),
+        processUnits=[schema.ProcessUnitT(optionsType=schema.ProcessUnitOptions.NormalizationOptions,
+                                          options=schema.NormalizationOptionsT(mean=mean, std=std))],
+        stats=schema.StatsT(max=high, min=low),
     )
-    norm = _table(b, "NormalizationOptions", [(0, "offset", _floats(b, mean)), (1, "offset", _floats(b, std))])
-    unit = _table(b, "ProcessUnit", [(0, "uint8", _PROCESS_UNIT_NORMALIZATION), (1, "offset", norm)])
-    image_stats = _table(b, "Stats", [(0, "offset", _floats(b, high)), (1, "offset", _floats(b, low))])
-    image_md = _table(
-        b,
-        "TensorMetadata",
-        [
-            (0, "offset", b.CreateString("image")),
-            (1, "offset", b.CreateString("RGB image, normalised as (pixel - mean) / std.")),
-            (3, "offset", image_content),
-            (4, "offset", _offsets(b, [unit])),
-            (5, "offset", image_stats),
-        ],
+    scores = schema.TensorMetadataT(
+        name="scores", description="One score per class; the highest is the prediction.",
+        content=schema.ContentT(contentPropertiesType=schema.ContentProperties.FeatureProperties,
+                                contentProperties=schema.FeaturePropertiesT()),
+        associatedFiles=[_associated_file(LABELS_FILE, "Class names, one per score.",
+                                          schema.AssociatedFileType.TENSOR_AXIS_LABELS)],
     )
-
-    labels_file = _associated_file(b, LABELS_FILE, "Class names, one per score.", _FILE_TYPE_TENSOR_AXIS_LABELS)
-    features = _table(b, "FeatureProperties", [])
-    score_content = _table(
-        b, "Content", [(0, "uint8", _CONTENT_FEATURE_PROPERTIES), (1, "offset", features)]
+    root = schema.ModelMetadataT(
+        name=name, description=description, minParserVersion=MIN_PARSER_VERSION,
+        subgraphMetadata=[schema.SubGraphMetadataT(inputTensorMetadata=[image], outputTensorMetadata=[scores])],
+        associatedFiles=[_associated_file(n, "cbr-lite data", schema.AssociatedFileType.UNKNOWN)
+                         for n in extra_names] or None,
     )
-    scores_md = _table(
-        b,
-        "TensorMetadata",
-        [
-            (0, "offset", b.CreateString("scores")),
-            (1, "offset", b.CreateString("One score per class; the highest is the prediction.")),
-            (3, "offset", score_content),
-            (6, "offset", _offsets(b, [labels_file])),
-        ],
-    )
-    subgraph = _table(
-        b,
-        "SubGraphMetadata",
-        [(2, "offset", _offsets(b, [image_md])), (3, "offset", _offsets(b, [scores_md]))],
-    )
-
-    extra = [_associated_file(b, n, "cbr-lite data", _FILE_TYPE_UNKNOWN) for n in extra_names]
-    fields = [
-        (0, "offset", b.CreateString(name)),
-        (1, "offset", b.CreateString(description)),
-        (3, "offset", _offsets(b, [subgraph])),
-        (7, "offset", b.CreateString(MIN_PARSER_VERSION)),
-    ]
-    if extra:
-        fields.append((6, "offset", _offsets(b, extra)))
-    root = _table(b, "ModelMetadata", fields)
-    b.Finish(root, file_identifier=METADATA_IDENTIFIER)
+    b = flatbuffers.Builder(1024)
+    b.Finish(root.Pack(b), file_identifier=METADATA_IDENTIFIER)
     return bytes(b.Output())
 
 
-def _table(b, table_name, fields):
-    """Writes one table; `fields` are (slot, kind, value) with kind 'offset', 'int8' or 'uint8'."""
-    b.StartObject(_N_FIELDS[table_name])
-    for slot, kind, value in fields:
-        if kind == "offset":
-            b.PrependUOffsetTRelativeSlot(slot, value, 0)
-        elif kind == "int8":
-            b.PrependInt8Slot(slot, value, 0)
-        else:
-            b.PrependUint8Slot(slot, value, 0)
-    return b.EndObject()
-
-
-def _associated_file(b, file_name, description, file_type):
-    name_offset = b.CreateString(file_name)
-    description_offset = b.CreateString(description)
-    return _table(
-        b,
-        "AssociatedFile",
-        [(0, "offset", name_offset), (1, "offset", description_offset), (2, "int8", file_type)],
-    )
-
-
-def _floats(b, values):
-    b.StartVector(4, len(values), 4)
-    for value in reversed(values):
-        b.PrependFloat32(value)
-    return b.EndVector()
-
-
-def _offsets(b, offsets):
-    b.StartVector(4, len(offsets), 4)
-    for offset in reversed(offsets):
-        b.PrependUOffsetTRelative(offset)
-    return b.EndVector()
+def _associated_file(file_name, description, file_type):
+    return schema.AssociatedFileT(name=file_name, description=description, type=file_type)
 
 
 class _AlignedBuffer:
@@ -344,11 +253,10 @@ class _AlignedBuffer:
         data_offset = None
         if self.data is not None:
             payload = bytes(self.data)
-            builder.StartVector(1, len(payload), _BUFFER_ALIGN)
-            builder.head -= len(payload)
-            builder.Bytes[builder.head : builder.head + len(payload)] = payload
-            builder.vectorNumElems = len(payload)
-            data_offset = builder.EndVector()
+            # Public Builder calls only (the ones generated code makes): pad so that the bytes about to be
+            # written start 16-byte aligned, then write them as one byte vector (which needs only 4).
+            builder.Prep(_BUFFER_ALIGN, len(payload))
+            data_offset = builder.CreateByteVector(payload)
         tfl.BufferStart(builder)
         if data_offset is not None:
             tfl.BufferAddData(builder, data_offset)
@@ -370,22 +278,41 @@ def _pack_model_with_metadata(model, metadata):
         buffers.append(tfl.BufferT())
         model_t.metadata.append(entry)
     buffers[entry.buffer].data = metadata
-    model_t.buffers = [_AlignedBuffer(buf.data) for buf in buffers]
+    model_t.buffers = buffers
+    return pack_model(model_t)
+
+
+def pack_model(model_t):
+    """The bytes of a TFLite model (object API ``ModelT``), buffers 16-byte aligned as the converter writes
+    them. ``model_t`` is not changed."""
+    buffers = model_t.buffers or []
+    aligned = copy.copy(model_t)
+    aligned.buffers = [_AlignedBuffer(buf.data) for buf in buffers]
     size = sum(len(buf.data) for buf in buffers if buf.data is not None)
     b = flatbuffers.Builder(size + 65536)
-    b.Finish(model_t.Pack(b), file_identifier=MODEL_IDENTIFIER)
+    b.Finish(aligned.Pack(b), file_identifier=MODEL_IDENTIFIER)
     return bytes(b.Output())
 
 
 def _append_zip(model_bytes, files):
     """Appends `files` as an uncompressed ZIP; offsets count from the start of the whole file."""
+    return zip_bytes(files, prefix=model_bytes)
+
+
+def zip_bytes(files, prefix=b""):
+    """``prefix`` followed by an uncompressed ZIP archive of ``files`` (``{name: bytes}``, sorted by name),
+    with fixed dates and attributes so the same files always give the same bytes on every OS.
+
+    Offsets in the archive count from the start of ``prefix``, as the TFLite metadata populator writes
+    them (the model comes first, its packed files after it).
+    """
     stream = io.BytesIO()
-    stream.write(model_bytes)
+    stream.write(prefix)
     # Mode "w" on a stream positioned at the end writes there with offsets from the start of the file,
     # as the official populator's mode "a" does; "a" would also search the weights for a ZIP end record.
     with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
         for file_name in sorted(files):
-            info = zipfile.ZipInfo(file_name, date_time=_ZIP_DATE)
+            info = zipfile.ZipInfo(file_name, date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_STORED
             info.create_system = 3  # Unix, whatever OS writes it
             info.external_attr = 0o644 << 16
@@ -429,38 +356,51 @@ def read_associated_file(tflite_bytes, name, *, source="the model"):
     """
     _parse_model(tflite_bytes, source)
     archive = _open_zip(tflite_bytes, source)
+    limit = min(MAX_PACKED_BYTES.get(name, len(tflite_bytes)), len(tflite_bytes))
     try:
         with archive:
             if name not in archive.namelist():
-                raise CbrError(f"{source} has no packed file {name!r}; it has {sorted(archive.namelist())}")
-            return archive.read(name)
+                names = ", ".join(printable(repr(n)) for n in sorted(archive.namelist())[:20])
+                raise CbrError(f"{source} has no packed file {name!r}; it has {names}")
+            member = archive.getinfo(name)
+            if member.file_size > limit:
+                raise CbrError(f"{source}: its packed file {name!r} is {member.file_size:,} bytes, more than the "
+                               f"{limit:,} bytes cbr-lite reads for it; the file is damaged or not a cbr-lite model")
+            with archive.open(member) as file:
+                data = file.read(limit + 1)  # the header's size is the archive's word: read no more than the limit
+            if len(data) > limit:
+                raise CbrError(f"{source}: its packed file {name!r} is larger than the {limit:,} bytes cbr-lite "
+                               "reads for it; the file is damaged or not a cbr-lite model")
+            return data
     except _DAMAGE:
         raise CbrError(f"{source} is damaged: its packed file {name!r} cannot be read") from None
 
 
 # Errors that reading a damaged FlatBuffer or ZIP raises: the Python FlatBuffers code has no verifier,
 # so a flipped byte shows up as a bad offset, a short buffer or an impossible value.
+# RecursionError: json.loads of a cbr.json nested 100,000 lists deep.
 _DAMAGE = (
-    AttributeError, EOFError, IndexError, KeyError, NotImplementedError, OverflowError, TypeError,
-    ValueError, struct.error, zipfile.BadZipFile, zlib.error,
+    AttributeError, EOFError, IndexError, KeyError, NotImplementedError, OverflowError, RecursionError,
+    TypeError, ValueError, struct.error, zipfile.BadZipFile, zlib.error,
 )
 
 
 def _read_metadata(tflite_bytes, source):
     model = _parse_model(tflite_bytes, source)
-    root = _metadata_root(model, source)
-    subgraphs = _table_vector(root, 3)
-    inputs = _table_vector(subgraphs[0], 2) if subgraphs else []
-    outputs = _table_vector(subgraphs[0], 3) if subgraphs else []
+    root, size = _metadata_root(model, source)
+    subgraphs = _items(root, "SubgraphMetadata", size)
+    inputs = _items(subgraphs[0], "InputTensorMetadata", size) if subgraphs else []
+    outputs = _items(subgraphs[0], "OutputTensorMetadata", size) if subgraphs else []
     mean = std = None
-    for unit in _table_vector(inputs[0], 4) if inputs else []:
-        if _scalar(unit, 0, "B") == _PROCESS_UNIT_NORMALIZATION:
-            norm = _sub_table(unit, 1)
-            mean, std = _float_vector(norm, 0), _float_vector(norm, 1)
+    for unit in _items(inputs[0], "ProcessUnits", size) if inputs else []:
+        if unit.OptionsType() == schema.ProcessUnitOptions.NormalizationOptions and unit.Options() is not None:
+            norm = schema.NormalizationOptions()
+            norm.Init(unit.Options().Bytes, unit.Options().Pos)
+            mean, std = _floats(norm.MeanAsNumpy()), _floats(norm.StdAsNumpy())
     label_names = [
-        _string(f, 0)
-        for f in (_table_vector(outputs[0], 6) if outputs else [])
-        if _scalar(f, 2, "b") == _FILE_TYPE_TENSOR_AXIS_LABELS
+        _text(f.Name())
+        for f in (_items(outputs[0], "AssociatedFiles", size) if outputs else [])
+        if f.Type() == schema.AssociatedFileType.TENSOR_AXIS_LABELS
     ]
     if not mean or not std or not label_names:
         raise CbrError(
@@ -477,6 +417,9 @@ def _read_metadata(tflite_bytes, source):
     graph = model.Subgraphs(0)
     image = graph.Tensors(graph.Inputs(0))
     shape = _shape(image)
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or not 1 <= min(shape[1:3]) <= max(shape[1:3]) <= MAX_INPUT_SIDE:
+        raise CbrError(f"{source} takes input of shape {shape}: not one RGB image (1, H, W, 3) with sides of at "
+                       f"most {MAX_INPUT_SIDE} pixels")
     scores_shape = _shape(graph.Tensors(graph.Outputs(0)))
     if not scores_shape or scores_shape[-1] != len(labels):
         raise CbrError(
@@ -487,13 +430,13 @@ def _read_metadata(tflite_bytes, source):
     if CBR_INFO_FILE in packed:
         cbr_info = json.loads(read_associated_file(tflite_bytes, CBR_INFO_FILE, source=source))
     return {
-        "name": _string(root, 0) or "",
-        "description": _string(root, 1) or "",
-        "min_parser_version": _string(root, 7) or "",
+        "name": _text(root.Name()),
+        "description": _text(root.Description()),
+        "min_parser_version": _text(root.MinParserVersion()),
         "labels": labels,
         "mean": mean,
         "std": std,
-        "input_size": (shape[1], shape[2]) if len(shape) == 4 else None,
+        "input_size": (shape[1], shape[2]),
         "input_dtype": _type_name(image.Type()),
         "num_classes": len(labels),
         "associated_files": packed,
@@ -530,7 +473,7 @@ def _parse_model(tflite_bytes, source):
 
 
 def _metadata_root(model, source):
-    """Returns the ModelMetadata table stored in the model's TFLITE_METADATA buffer."""
+    """Returns the ModelMetadata table stored in the model's TFLITE_METADATA buffer, and that buffer's size."""
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
         if entry.Name() == METADATA_NAME.encode():
@@ -540,45 +483,26 @@ def _metadata_root(model, source):
             data = data.tobytes()
             if len(data) < 8 or data[4:8] != METADATA_IDENTIFIER:
                 break
-            return Table(data, struct.unpack_from("<I", data, 0)[0])
+            return schema.ModelMetadata.GetRootAs(data, 0), len(data)
     raise CbrError(f"{source} is not a cbr-lite model: it has no TFLite metadata (make it with cbr-lite)")
 
 
-def _field(tab, slot):
-    return tab.Offset(4 + 2 * slot)
+def _items(table, field, size):
+    """The tables of a vector field (``table.Field(i)`` for ``i < table.FieldLength()``); a length that
+    would run past the end of the ``size``-byte buffer is damage, not a reason to loop a billion times."""
+    length = getattr(table, f"{field}Length")()
+    if 4 * length > size:
+        raise IndexError(f"the {field} vector runs past the end of the metadata")
+    return [getattr(table, field)(i) for i in range(length)]
 
 
-def _string(tab, slot):
-    offset = _field(tab, slot)
-    return tab.String(offset + tab.Pos).decode("utf-8") if offset else None
+def _floats(values):
+    """A float vector's values as Python floats (the generated code gives 0 for a missing vector)."""
+    return [] if isinstance(values, int) else [float(v) for v in values]
 
 
-def _scalar(tab, slot, fmt):
-    offset = _field(tab, slot)
-    return struct.unpack_from("<" + fmt, tab.Bytes, tab.Pos + offset)[0] if offset else 0
-
-
-def _sub_table(tab, slot):
-    offset = _field(tab, slot)
-    return Table(tab.Bytes, tab.Indirect(tab.Pos + offset)) if offset else None
-
-
-def _table_vector(tab, slot):
-    offset = _field(tab, slot)
-    if not offset:
-        return []
-    start, length = tab.Vector(offset), tab.VectorLen(offset)
-    if start + 4 * length > len(tab.Bytes):
-        raise IndexError("vector runs past the end of the buffer")
-    return [Table(tab.Bytes, tab.Indirect(start + 4 * i)) for i in range(length)]
-
-
-def _float_vector(tab, slot):
-    offset = _field(tab, slot)
-    if not offset:
-        return []
-    n = tab.VectorLen(offset)
-    return list(struct.unpack_from(f"<{n}f", tab.Bytes, tab.Vector(offset)))
+def _text(value):
+    return value.decode("utf-8") if value else ""
 
 
 def _shape(tensor):

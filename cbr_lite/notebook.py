@@ -1,4 +1,5 @@
-"""The first cell of every notebook: a quiet, checked, reproducible environment.
+"""The first cell of every notebook: a checked, quiet, reproducible environment (notebook setup only;
+the silencing itself is :mod:`cbr_lite.quiet`).
 
 >>> from cbr_lite.notebook import setup_notebook
 >>> setup_notebook()                                   # doctest: +SKIP
@@ -11,21 +12,17 @@ Like handson-ml3's first cell, it checks the versions the notebooks were written
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
-from cbr_lite.errors import CbrError
+from cbr_lite.errors import CbrError, first_line
+from cbr_lite.locations import REPOSITORY_ROOT
 
 #: The packages whose versions the notebooks depend on (their ranges come from ``pyproject.toml``).
 CHECKED_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
 MINIMUM_PYTHON = (3, 10)
 DEFAULT_SEED = 42
-_REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 _FIX_LOCAL = (
     "run ./run.sh lab from the cbr-lite repository (it creates .venv with the right versions and opens Jupyter)"
@@ -54,7 +51,7 @@ def required_versions(pyproject: Path | None = None) -> dict[str, str]:
     """
     from packaging.requirements import Requirement
 
-    pyproject = Path(pyproject) if pyproject else _REPOSITORY_ROOT / "pyproject.toml"
+    pyproject = Path(pyproject) if pyproject else REPOSITORY_ROOT / "pyproject.toml"
     lines = None
     if pyproject.is_file() and sys.version_info >= (3, 11):
         import tomllib
@@ -120,89 +117,6 @@ def version_problems(python: tuple = None, versions: dict | None = None, ranges:
     return problems
 
 
-@contextlib.contextmanager
-def stderr_silenced():
-    """Send everything written to file descriptor 2 (C and C++ code included) to /dev/null for a while.
-
-    TensorFlow and LiteRT print some lines from C++ before (or regardless of) ``TF_CPP_MIN_LOG_LEVEL``;
-    Jupyter forwards them into the notebook's stderr, where nbval would see a timestamp that changes
-    every run. Python exceptions still propagate (and are shown) after the ``with`` block.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def quietly():
-    """Hide everything a block prints: Python's stdout/stderr and C-level writes to file descriptors 1 and 2.
-
-    For library calls that talk although nobody asked (the TFLite converter prints where it saved a
-    temporary SavedModel, with object ids that change every run; LiteRT announces its XNNPACK delegate).
-
-    >>> with quietly():
-    ...     print("not shown")
-    """
-    sink = io.StringIO()
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-        with stderr_silenced(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (and Keras) without its start-up lines, unless the user asked for them.
-
-    Respects ``TF_CPP_MIN_LOG_LEVEL`` (set to 3 unless already set): at 3 even the lines TensorFlow
-    writes before it reads that variable ("All log messages before absl::InitializeLog()...") are
-    dropped; at a lower level nothing is hidden. Meant to run before anything else imports TensorFlow,
-    e.g. at the top of ``cbr_lite/__init__.py``.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules or os.environ["TF_CPP_MIN_LOG_LEVEL"] != "3":
-        return
-    with stderr_silenced(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import keras  # noqa: F401  (imports tensorflow, the backend)
-        import tensorflow  # noqa: F401
-
-
-def quiet_logs() -> None:
-    """Silence TensorFlow's C++ and Python logs, absl and Python warnings, so notebooks' stderr stays empty.
-
-    ``TF_CPP_MIN_LOG_LEVEL`` only works if it is set before TensorFlow is first imported, which is why
-    this runs before anything imports Keras.
-    """
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    # Keras' own progress bars and "compiled metrics" notes go through absl and Python warnings.
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    warnings.filterwarnings("ignore")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    # fontTools warns about odd font timestamps while cbr_lite.glyphs renders matplotlib's fonts.
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    try:
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:  # absl comes with TensorFlow; without it there is nothing to quieten
-        pass
-
-
 def set_plot_defaults() -> None:
     """Matplotlib defaults for the notebooks: readable sizes, no grid on images, tight saved figures."""
     import matplotlib as mpl
@@ -221,12 +135,16 @@ def set_plot_defaults() -> None:
 
 
 def setup_notebook(seed: int = DEFAULT_SEED, check_versions: bool = True) -> None:
-    """Prepare a notebook: quiet logs, checked versions, fixed seeds, plot and print defaults.
+    """Prepare a notebook: checked versions, TensorFlow imported quietly, library chatter off, fixed
+    seeds, plot and print defaults.
 
     Prints nothing on success. Raises :class:`CbrError` with one line saying what is wrong and what to
-    run when the Python or library versions are not the ones the notebooks were written for.
+    run when the Python or library versions are not the ones the notebooks were written for, or when
+    TensorFlow is installed but cannot be imported. Your own warnings still show (see
+    :func:`cbr_lite.quiet.quiet_library_logs`).
     """
-    quiet_logs()
+    from cbr_lite.quiet import import_tensorflow_quietly, quiet_library_logs
+
     if check_versions:
         problems = version_problems()
         if problems:
@@ -236,11 +154,14 @@ def setup_notebook(seed: int = DEFAULT_SEED, check_versions: bool = True) -> Non
             f"Keras was imported with the {sys.modules['keras'].backend.backend()!r} backend, but cbr-lite "
             "exports through TensorFlow: restart the kernel and run this cell first (or unset KERAS_BACKEND)"
         )
-    import keras
+    try:
+        import_tensorflow_quietly()
+        import keras
+    except ImportError as error:  # installed, but broken (a mismatched NumPy or protobuf, a half install)
+        raise CbrError(f"TensorFlow cannot be imported ({first_line(error)}): {how_to_fix()}") from None
     import numpy as np
-    import tensorflow as tf
 
-    tf.get_logger().setLevel(logging.ERROR)
+    quiet_library_logs()
     # Seeds Python's random, NumPy and the backend in one call, so reruns give the same numbers.
     keras.utils.set_random_seed(seed)
     # Four decimals, no scientific notation: printed arrays read the same on every machine.

@@ -32,6 +32,7 @@ from typing import Sequence
 import ipywidgets as widgets
 import numpy as np
 
+from cbr_lite.classifier import ranking  # noqa: F401  (part of this module's API: the panel's ranking)
 from cbr_lite.errors import CbrError
 
 #: The aggregations the dropdown offers; "topk" takes its K from a separate box.
@@ -81,10 +82,9 @@ def check_folder_name(name: str) -> str:
     Albums skip hidden folders, so a name starting with "." would silently vanish; "/" would make a
     sub-folder. Anything else (spaces, commas, any Unicode) is a fine label.
     """
-    from cbr_lite.builder import check_class_names
+    from cbr_lite.labels import check_label
 
-    name = str(name).strip()
-    check_class_names([name])
+    name = check_label(str(name).strip())
     if name in (".", "..") or name.startswith("."):
         raise CbrError(f"class name {name!r} starts with '.', which marks a hidden folder; choose another name")
     if "/" in name or "\\" in name or "\0" in name:
@@ -186,13 +186,6 @@ def image_png(image: np.ndarray, height: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def ranking(scores: np.ndarray, class_names: Sequence[str], top_k: int = 0) -> list[tuple[str, float]]:
-    """One row of class scores as ``[(class name, score), ...]``, best first (ties keep class order)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")
-    return [(class_names[i], float(scores[i])) for i in order[:top_k or None]]
-
-
 def scores_chart(ranked: Sequence[tuple[str, float]], title: str):
     """The top-k bar chart of the panel (:func:`cbr_lite.plotting.show_bars`), best class first.
 
@@ -225,12 +218,13 @@ class LiveScorer:
     """
 
     def __init__(self, embedder, index_embeddings, image_labels, class_names, aggregation: str = "max"):
-        from cbr_lite.builder import check_class_names, resolve_embedder
+        from cbr_lite.builder import resolve_embedder
+        from cbr_lite.labels import check_labels
         from cbr_lite.similarity import check_index
         from cbr_lite.similarity import parse_aggregation
 
         self.embedder = resolve_embedder(embedder)
-        self.class_names = check_class_names(class_names)
+        self.class_names = check_labels(class_names)
         self.index_embeddings, self.image_labels, _ = check_index(index_embeddings, image_labels,
                                                                   len(self.class_names))
         if self.index_embeddings.shape[1] != self.embedder.dim:
@@ -250,18 +244,22 @@ class LiveScorer:
         return cls(embedder, embeddings, labels, names, aggregation)
 
     @classmethod
-    def from_file(cls, model, source: str | None = None):
-        """The index, labels, aggregation and embedder (loaded by name) of a cbr-lite classifier file
-        (bytes or a path)."""
-        from cbr_lite.builder import reload_embedder, read_classifier_file, read_model_file
+    def from_file(cls, model, source: str | None = None, embedder=None):
+        """The index, labels, aggregation and embedder of a cbr-lite classifier file (bytes or a path).
+
+        The embedder is ``embedder`` if given, else the one the file names if it is a built-in offline
+        embedder (:func:`cbr_lite.builder.load_file_embedder`: a file never makes cbr-lite load code).
+        """
+        from cbr_lite.builder import load_file_embedder
+        from cbr_lite.classifier_file import read_classifier_file, read_model_file
 
         if isinstance(model, (str, Path)):
             source = source or str(model)
             model = read_model_file(model)
         source = source or "the model"
         read = read_classifier_file(model, source)
-        return cls(reload_embedder(read, source), read.index_embeddings, read.image_labels, read.class_names,
-                   read.aggregation)
+        return cls(load_file_embedder(read, source, embedder), read.index_embeddings, read.image_labels,
+                   read.class_names, read.aggregation)
 
     def embed(self, images) -> np.ndarray:
         """Raw embeddings ``(n, dim)`` of ``uint8`` RGB images (:meth:`Embedder.embed`)."""

@@ -19,10 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+
+from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 from cbr_lite import efficientnet_lite as lite  # noqa: E402
 from cbr_lite.embedders import DATA_DIR, Embedder  # noqa: E402

@@ -11,7 +11,7 @@ Two measurements:
    with :func:`cbr_lite.images.resize` (and with Pillow's bilinear resize, what cbr-lite used before).
 2. **Answers.** A classifier built with the embedder from 10 classes x 5 small thumbnails is run on
    queries of three kinds (small 28x28 thumbnails, large photos of 1000+ pixels, non-square images) by
-   ``cbr-lite classify`` (:class:`cbr_lite.builder.Classifier`, LiteRT) and by MediaPipe: top-1
+   ``cbr-lite classify`` (:class:`cbr_lite.classifier.Classifier`, LiteRT) and by MediaPipe: top-1
    agreement and the top score's difference, with today's resize and with Pillow's.
 
 The query images are rendered offline from the photos scikit-image, scikit-learn and matplotlib ship
@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+
+from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 #: The query kinds and their sizes (height, width) before resizing.
 KINDS = {
@@ -126,7 +128,7 @@ def compare_answers(model: bytes, images, resize_method=None) -> dict:
 
     ``resize_method`` replaces cbr-lite's resize (to measure the old Pillow one); None keeps it.
     """
-    from cbr_lite.builder import Classifier
+    from cbr_lite.classifier import Classifier
 
     ours = Classifier(model)
     if resize_method is not None:

@@ -20,12 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 from cbr_lite.errors import CbrError  # noqa: E402
 from cbr_lite.evaluation import DOMAINS, few_shot_accuracy, load_domain, raw_pixel_embedder  # noqa: E402

@@ -27,10 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+
+from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "china", "flower", "grace_hopper",
           "hubble_deep_field", "retina", "stereo_motorcycle", "camera", "coins", "cell", "clock")
@@ -110,7 +113,8 @@ def quantizations(name: str, shots: int = 3) -> int:
     """One classifier file per quantisation from the "parts" photos (all 15 classes, ``shots`` index images
     each, centred as ``cbr-lite build`` does), run with LiteRT on the other images: size, latency, accuracy
     and top-1 agreement with float32. The int8-full file is calibrated on the index images."""
-    from cbr_lite.builder import Classifier, classifier_file_from_index
+    from cbr_lite.builder import classifier_file_from_index
+    from cbr_lite.classifier import Classifier
     from cbr_lite.embedders import load_embedder
     from cbr_lite.export import QUANTIZATIONS, LiteRTModel
 

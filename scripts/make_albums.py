@@ -11,12 +11,9 @@ The output is byte-identical on every run. The script also refreshes data/glyph_
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -21,12 +20,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 from cbr_lite import glyphs  # noqa: E402
 
@@ -100,15 +101,9 @@ def save(embedder, info, folder):
     from cbr_lite.files import write_atomically
 
     folder.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".glyph_cnn.", suffix=".keras")
-    os.close(handle)
-    try:
-        embedder.save(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; the weights are for everyone to read
-        os.replace(temporary, folder / "glyph_cnn.keras")
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with tempfile.TemporaryDirectory() as scratch:  # Keras saves only to a path; the bytes then go in atomically
+        embedder.save(Path(scratch) / "glyph_cnn.keras")
+        write_atomically(folder / "glyph_cnn.keras", (Path(scratch) / "glyph_cnn.keras").read_bytes())
     write_atomically(folder / "glyph_cnn.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
 
 

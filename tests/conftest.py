@@ -20,6 +20,26 @@ from PIL import Image
 
 
 @pytest.fixture(scope="session")
+def run_python():
+    """``run_python(code) -> CompletedProcess``: run Python code in a fresh interpreter from the repository
+    root, with TensorFlow's log level unset (so its start-up lines would show), capturing the output."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def tiny_test_embedder():
     """The ``tiny-test`` embedder (16x16 input, 16-d output), registered with ``load_embedder``."""
     import tiny_embedder

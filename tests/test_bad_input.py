@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cbr_lite import cli
-from cbr_lite.builder import Classifier, build_classifier_file, read_classifier_file
+from cbr_lite.builder import build_classifier_file
+from cbr_lite.classifier import Classifier
+from cbr_lite.classifier_file import read_classifier_file
 from cbr_lite.errors import CbrError
 from cbr_lite.images import MIN_SIDE, load_image
 

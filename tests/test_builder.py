@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import tiny_embedder
 
-from cbr_lite import builder, embedders
-from cbr_lite.builder import (
-    Classifier, add_classes, build_classifier_file, classifier_file_from_index, embed_albums, load_index,
-    read_classifier_file, remove_classes, save_index,
-)
+from cbr_lite import builder, classifier, embedders
+from cbr_lite.builder import add_classes, build_classifier_file, classifier_file_from_index, embed_albums, remove_classes
+from cbr_lite.classifier import Classifier
+from cbr_lite.classifier_file import load_index, read_classifier_file, save_index
 from cbr_lite.errors import CbrError
 from cbr_lite.images import load_image
 from cbr_lite.metadata import add_metadata, read_metadata
@@ -94,7 +93,7 @@ def test_index_npz_is_deterministic_and_pickle_free():
 def test_index_with_pickled_objects_is_refused():
     stream = io.BytesIO()
     np.savez(stream, embeddings=np.array([object(), 1], dtype=object), labels=np.array([0, 1]))
-    with pytest.raises(CbrError, match="damaged"):
+    with pytest.raises(CbrError, match="damaged|unexpected arrays"):
         load_index(stream.getvalue())
 
 
@@ -102,7 +101,7 @@ def test_classifier_predicts_the_colour_best_first(model, queries):
     predictions = Classifier(model).predict(queries[:3], top_k=2)
     assert [p[0][0] for p in predictions] == list(tiny_embedder.COLOURS)
     assert all(len(p) == 2 and p[0][1] >= p[1][1] for p in predictions)
-    assert len(builder.classify(model, queries[:1])[0]) == len(tiny_embedder.COLOURS)
+    assert len(classifier.classify(model, queries[:1])[0]) == len(tiny_embedder.COLOURS)
 
 
 def test_add_embeds_only_new_images_and_equals_building_at_once(tmp_path, monkeypatch):
@@ -158,7 +157,7 @@ def test_add_refuses_a_changed_embedder(tmp_path, model, monkeypatch):
 
     monkeypatch.setitem(embedders._REGISTRY, TINY, (other_size, "changed"))
     more = tiny_embedder.write_albums(tmp_path, {"teal": (0, 128, 128)}, per_class=1)
-    with pytest.raises(CbrError, match="different version of embedder"):
+    with pytest.raises(CbrError, match="was built with a different embedder than .tiny-test."):
         add_classes(model, more)
 
 
@@ -207,13 +206,24 @@ def test_option_typos_fail_before_loading_the_embedder(albums, monkeypatch):
         build_classifier_file(albums, TINY, quantize="int4")
 
 
-def test_class_names_with_line_breaks_are_refused_before_loading_the_embedder(tmp_path, monkeypatch):
-    tiny_embedder.write_albums(tmp_path, {"a\nb": (1, 2, 3), "c": (3, 2, 1)}, per_class=1)
+@pytest.mark.parametrize("name, message", [
+    ("a\nb", "line break"), ("a\u2028b", "line break"), ("a\x85b", "line break"), ("a\vb", "line break"),
+    ("a\x1cb", "line break"), (os.fsdecode(b"caf\xe9"), "not valid UTF-8"), ("  ", "must not be blank"),
+])
+def test_class_names_that_cannot_be_labels_are_refused_before_loading_the_embedder(tmp_path, monkeypatch, name,
+                                                                                    message):
+    """One label check, up front (issue 17.10): U+2028, U+0085 or \\v used to be refused only after every
+    image was embedded, by the metadata writer, without naming the folder."""
+    tiny_embedder.write_albums(tmp_path, {"c": (3, 2, 1)}, per_class=1)
+    (tmp_path / name).mkdir()
+    (tmp_path / "c" / "00.png").rename(tmp_path / name / "00.png")
+    tiny_embedder.write_albums(tmp_path, {"c": (3, 2, 1)}, per_class=1)
     monkeypatch.setattr(builder, "resolve_embedder", lambda *a, **k: pytest.fail("loaded before checking names"))
-    with pytest.raises(CbrError, match="line break"):
+    with pytest.raises(CbrError, match=message) as error:
         build_classifier_file(tmp_path, TINY)
+    assert str(tmp_path) in str(error.value) and "\n" not in str(error.value)
     monkeypatch.setattr(builder, "embed_paths", lambda *a, **k: pytest.fail("embedded before checking names"))
-    with pytest.raises(CbrError, match="line break"):
+    with pytest.raises(CbrError, match=message):
         embed_albums(tmp_path, tiny_embedder.load_tiny_embedder())
 
 
@@ -265,7 +275,7 @@ def test_centred_file_scores_centred_cosines_and_keeps_centring_through_add_and_
     exact = class_scores(cosine_similarity(embedder.embed(queries) - mean, read.index_embeddings - mean),
                          read.image_labels, 3)
     np.testing.assert_allclose(Classifier(data).scores(queries), exact, atol=1e-5)
-    assert "SUB" in dict(builder.count_ops(data))
+    assert "SUB" in dict(classifier.count_ops(data))
     # The mean follows the index: removing a class (or adding one) recentres on what is left.
     smaller = remove_classes(data, ["green, leafy"])
     kept = read_classifier_file(smaller)

@@ -10,7 +10,7 @@ import pytest
 import tiny_embedder
 
 from cbr_lite import cli
-from cbr_lite.builder import read_classifier_file
+from cbr_lite.classifier_file import read_classifier_file
 from cbr_lite.similarity import class_scores, cosine_similarity
 
 TINY = tiny_embedder.register()

@@ -157,7 +157,7 @@ def test_files_that_are_not_models_are_refused_by_name(tmp_path, content, messag
 
 
 def test_a_missing_model_file_is_refused_by_name(tmp_path):
-    with pytest.raises(CbrError, match="missing.tflite: cannot read the model file"):
+    with pytest.raises(CbrError, match="missing.tflite: no such model file"):
         LiteRTModel(tmp_path / "missing.tflite")
 
 

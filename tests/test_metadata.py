@@ -426,7 +426,8 @@ def test_mediapipe_classifies_a_cbr_lite_model_as_litert_does(quantize):
     mp = pytest.importorskip("mediapipe")
     import tiny_embedder
 
-    from cbr_lite.builder import Classifier, classifier_file_from_index
+    from cbr_lite.builder import classifier_file_from_index
+    from cbr_lite.classifier import Classifier
 
     embedder = tiny_embedder.load_tiny_embedder()
     names = sorted(tiny_embedder.COLOURS)

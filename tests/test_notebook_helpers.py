@@ -1,9 +1,6 @@
 """The notebooks' first cell: version checks, Colab advice, seeds, plot defaults, silence."""
 
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -88,45 +85,53 @@ def test_plot_defaults_are_set():
     assert mpl.rcParams["axes.grid"] is False
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_silencers_drop_python_and_c_level_writes_only_inside():
-    # A bare cbr_lite package object lets cbr_lite.notebook load without TensorFlow (seconds saved).
-    result = _run(f"""
-        import os, sys, types
-        package = types.ModuleType("cbr_lite")
-        package.__path__ = [{str(ROOT / "cbr_lite")!r}]
-        sys.modules["cbr_lite"] = package
-        from cbr_lite.notebook import quietly, stderr_silenced
-        with stderr_silenced():
-            os.write(2, b"hidden")
-        os.write(2, b"shown")
-        with quietly():
-            print("python out"); print("python err", file=sys.stderr)
-            os.write(1, b"c out"); os.write(2, b"c err")
-        print("after", flush=True)
-    """)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == "shown"
-    assert result.stdout == "after\n"
-
-
-def test_the_first_notebook_cell_prints_nothing():
+def test_the_first_notebook_cell_prints_nothing(run_python):
     # nbval compares stderr too, and TensorFlow's start-up lines carry a timestamp: they must not appear.
-    result = _run("""
+    result = run_python("""
         from cbr_lite.notebook import setup_notebook
         setup_notebook()
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
     assert result.stderr == "", (
-        "TensorFlow's start-up lines reached stderr; cbr_lite/__init__.py must call "
-        f"cbr_lite.notebook.import_tensorflow_quietly() before it imports keras:\n{result.stderr}"
+        "TensorFlow's start-up lines reached stderr; setup_notebook() must import TensorFlow through "
+        f"cbr_lite.quiet.import_tensorflow_quietly():\n{result.stderr}"
     )
+
+
+def test_a_broken_tensorflow_gets_the_friendly_message(tmp_path, run_python):
+    """A TensorFlow that is installed but fails to import (a mismatched NumPy, a half install) must reach
+    setup_notebook's one-line advice, not an ImportError from `from cbr_lite.notebook import ...`."""
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('numpy.core.multiarray failed to import')\n")
+    result = run_python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from cbr_lite.errors import CbrError
+        from cbr_lite.notebook import setup_notebook
+        try:
+            setup_notebook()
+        except CbrError as error:
+            print(error)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("TensorFlow cannot be imported (numpy.core.multiarray failed to import): ")
+    assert "./run.sh lab" in result.stdout and result.stdout.count("\n") == 1
+
+
+def test_setup_hides_library_warnings_but_not_yours():
+    import warnings
+
+    notebook.setup_notebook()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.warn_explicit("deprecated inside Keras", DeprecationWarning, "layer.py", 1, module="keras.src.layer")
+        warnings.warn_explicit("deprecated inside TF", UserWarning, "x.py", 2, module="tensorflow.python.x")
+        np.log(np.array([-1.0]))  # a learner's NaN
+        warnings.warn("my own warning", RuntimeWarning)
+    shown = [str(w.message) for w in seen]
+    assert "my own warning" in shown and any("invalid value" in message for message in shown), shown
+    assert not any("deprecated inside" in message for message in shown), shown
 
 
 def test_library_loggers_are_quieted_to_errors():

@@ -16,7 +16,8 @@ import tiny_embedder as tiny  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cbr_lite import widgets  # noqa: E402
-from cbr_lite.builder import Classifier, build_classifier_file  # noqa: E402
+from cbr_lite.builder import build_classifier_file  # noqa: E402
+from cbr_lite.classifier import Classifier  # noqa: E402
 from cbr_lite.errors import CbrError  # noqa: E402
 from cbr_lite.similarity import class_scores, cosine_similarity  # noqa: E402
 from cbr_lite.thresholds import choose_threshold, predict_or_unknown  # noqa: E402

@@ -32,7 +32,7 @@ def load_tiny_embedder() -> Embedder:
 
 def register() -> str:
     """Register ``tiny-test`` with :func:`cbr_lite.embedders.load_embedder`; returns its name."""
-    register_embedder(NAME, load_tiny_embedder, "tests only: 16x16 block colours, fixed random projection")
+    register_embedder(NAME, load_tiny_embedder, "tests only: 16x16 block colours, fixed random projection", offline=True)
     return NAME
 
 
