@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -173,6 +174,37 @@ def load_mobilenet_v3_small(weights: str | None = "imagenet", input_size: int = 
     return Embedder("mobilenet-v3-small", model, (input_size, input_size), (0.0,) * 3, (1.0,) * 3)
 
 
+def _import_tensorflow_hub():
+    """``import tensorflow_hub``, or a :class:`CbrError` that names what is missing from the installation.
+
+    tensorflow_hub imports ``pkg_resources``, which only setuptools < 82 provides (Python 3.12+ venvs come
+    without setuptools; cbr-lite declares a range that has it). Its import-time deprecation warning is
+    silenced: it is tensorflow_hub's to fix, not the user's.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            import tensorflow_hub
+    except ImportError as error:
+        fix = ("pip install 'setuptools>=70,<82' (the releases that still ship pkg_resources)"
+               if error.name == "pkg_resources" else "reinstall cbr-lite's dependencies (./run.sh, or pip install -e .)")
+        raise CbrError(f"tensorflow_hub cannot be imported ({type(error).__name__}: {first_line(error)}): the "
+                       f"installation is incomplete; {fix}") from None
+    return tensorflow_hub
+
+
+def _is_online_handle(handle: str) -> bool:
+    """True for a handle that TF Hub downloads (``https://...``, ``gs://...``), False for a local folder.
+
+    >>> _is_online_handle("https://tfhub.dev/google/imagenet/mobilenet_v3_small_100_224/feature_vector/5")
+    True
+    >>> _is_online_handle("/models/my_saved_model"), _is_online_handle("file:///models/my_saved_model")
+    (False, False)
+    """
+    scheme, separator, _ = str(handle).partition("://")
+    return bool(separator) and scheme.lower() != "file"
+
+
 class HubFeatureVector(keras.layers.Layer):
     """A Keras 3 layer that calls a TF2 SavedModel loaded with ``tensorflow_hub.load``.
 
@@ -182,8 +214,7 @@ class HubFeatureVector(keras.layers.Layer):
 
     def __init__(self, handle: str, **kwargs):
         super().__init__(trainable=False, **kwargs)
-        import tensorflow_hub as hub
-
+        hub = _import_tensorflow_hub()
         self.handle = handle
         self.module = hub.load(handle)
 
@@ -196,13 +227,16 @@ def load_hub_embedder(handle: str, input_size: int = 224) -> Embedder:
 
     Such models take RGB in [0, 1] (mean 0, std 255 on 8-bit pixels) at ``input_size`` pixels square.
     """
+    _import_tensorflow_hub()  # a broken installation is named as such, not as a model that failed to load
     try:
         layer = HubFeatureVector(handle, name="hub_feature_vector")
-    except Exception as error:
-        raise CbrError(
-            f"could not load TF Hub model {handle!r} ({type(error).__name__}: {first_line(error)}); "
-            f"online handles need the internet: use the offline default embedder {DEFAULT_EMBEDDER!r} instead"
-        ) from None
+    except Exception as error:  # tensorflow_hub raises OSError, ValueError, URLError, TF errors...
+        cause = f"could not load TF Hub model {handle!r} ({type(error).__name__}: {first_line(error)})"
+        if _is_online_handle(handle):
+            raise CbrError(f"{cause}; online handles need the internet the first time (then TF Hub caches "
+                           f"them): use the offline default embedder {DEFAULT_EMBEDDER!r} instead") from None
+        raise CbrError(f"{cause}; a local handle must be a TF2 SavedModel folder (one holding saved_model.pb)"
+                       ) from None
     image = keras.Input(shape=(input_size, input_size, 3), name="image")
     model = keras.Model(image, layer(image), name="hub_embedder")
     return Embedder(f"hub:{handle}", model, (input_size, input_size), (0.0,) * 3, (255.0,) * 3)

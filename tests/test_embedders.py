@@ -1,14 +1,16 @@
 """Embedders by name: the registry, preprocessing, determinism, and every loading path offline."""
 
 import json
+import sys
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import cbr_lite.embedders as embedders
-from cbr_lite.embedders import (DEFAULT_EMBEDDER, Embedder, available_embedders, load_embedder, load_glyph_cnn,
-                                load_mobilenet_v3_small, register_embedder)
+from cbr_lite.embedders import (DEFAULT_EMBEDDER, Embedder, _import_tensorflow_hub, available_embedders, load_embedder,
+                                load_glyph_cnn, load_mobilenet_v3_small, register_embedder)
 from cbr_lite.errors import CbrError
 from cbr_lite.images import resize
 
@@ -209,7 +211,38 @@ def test_hub_embedder_from_a_local_saved_model(saved_model_folder):
     np.testing.assert_allclose(embedder.embed(images), expected, atol=1e-5)
 
 
-def test_hub_handles_that_cannot_be_loaded_are_one_line_errors(tmp_path):
-    with pytest.raises(CbrError, match="could not load TF Hub model .*use the offline default") as error:
-        load_embedder(f"hub:{tmp_path / 'no_such_model'}")
-    assert "\n" not in str(error.value) and "no_such_model" in str(error.value)
+@pytest.mark.parametrize("make, reason", [
+    (lambda folder: folder / "no_such_model", "does not exist"),
+    (lambda folder: folder, "saved_model.pb"),                      # a folder, but not a SavedModel
+])
+def test_local_hub_handles_that_cannot_be_loaded_say_why_and_never_blame_the_network(tmp_path, make, reason):
+    handle = make(tmp_path)
+    with pytest.raises(CbrError, match=f"could not load TF Hub model .*{reason}.*SavedModel folder") as error:
+        load_embedder(f"hub:{handle}")
+    message = str(error.value)
+    assert "\n" not in message and str(handle) in message and "internet" not in message
+
+
+def test_online_hub_handles_that_cannot_be_reached_point_to_the_offline_embedder():
+    # Port 9 on the loopback address refuses at once, here and on any machine, with or without a network.
+    with pytest.raises(CbrError, match=r"URLError.*need the internet.*use the offline default") as error:
+        load_embedder("hub:http://127.0.0.1:9/model.tar.gz")
+    assert "\n" not in str(error.value)
+
+
+def test_a_broken_tensorflow_hub_installation_is_named_not_blamed_on_the_network(monkeypatch, saved_model_folder):
+    # What a Python 3.12+ venv without setuptools < 82 did: tensorflow_hub's own import fails.
+    monkeypatch.delitem(sys.modules, "tensorflow_hub", raising=False)
+    monkeypatch.setitem(sys.modules, "pkg_resources", None)
+    with pytest.raises(CbrError, match=r"tensorflow_hub cannot be imported .*pkg_resources.*setuptools>=70,<82") as error:
+        load_embedder(f"hub:{saved_model_folder}")
+    assert "internet" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_tensorflow_hub_imports_without_a_warning(monkeypatch):
+    # Imported afresh, with the pkg_resources it finds (the setuptools that cbr-lite's range installed).
+    for name in ("tensorflow_hub", "pkg_resources"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _import_tensorflow_hub()
