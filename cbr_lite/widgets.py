@@ -39,6 +39,8 @@ from cbr_lite.errors import CbrError
 AGGREGATION_KINDS = ("max", "mean", "topk")
 #: Shown where a query is rejected by the threshold (see :func:`cbr_lite.thresholds.predict_or_unknown`).
 UNKNOWN_LABEL = "unknown"
+#: The example dropdown's entry for "no example chosen".
+NO_EXAMPLE = "(choose)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,7 +86,10 @@ def check_folder_name(name: str) -> str:
     """
     from cbr_lite.labels import check_label
 
-    name = check_label(str(name).strip())
+    name = str(name).strip()
+    if not name:
+        raise CbrError("type a class name first: it names the folder the images go into")
+    name = check_label(name)
     if name in (".", "..") or name.startswith("."):
         raise CbrError(f"class name {name!r} starts with '.', which marks a hidden folder; choose another name")
     if "/" in name or "\\" in name or "\0" in name:
@@ -147,10 +152,10 @@ def save_uploads(root, class_name: str, files: Sequence[tuple[str, bytes]]) -> l
 
 def album_counts(root) -> dict:
     """``{class name: number of images}`` of a folder of class folders, as the builder will read it
-    (an empty dict for a folder that does not exist yet)."""
+    (an empty dict for a folder that does not exist yet or is empty)."""
     from cbr_lite.albums import find_albums
 
-    if not Path(root).exists():
+    if not Path(root).exists() or not any(Path(root).iterdir()):
         return {}
     return {name: len(paths) for name, paths in find_albums(root)}
 
@@ -290,13 +295,21 @@ class LiveScorer:
 # --------------------------------------------------------------------------------------------------
 
 
+#: What a notebook shows for a tool where its widget cannot be drawn (GitHub, an untrusted or unexecuted
+#: notebook, a front end without ipywidgets) instead of ipywidgets' ``VBox(children=(...))``.
+FALLBACK_TEXT = "{name}: an interactive tool; run this cell in JupyterLab, Jupyter Notebook or Colab to use it"
+
+
 class _Tool:
-    """Shows its ``widget`` when it is the last expression of a notebook cell."""
+    """Shows its ``widget`` when it is the last expression of a notebook cell (:data:`FALLBACK_TEXT` where
+    widgets cannot be drawn)."""
 
     widget: widgets.Widget
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = FALLBACK_TEXT.format(name=type(self).__name__)
+        return bundle
 
 
 def _message(text: str, error: bool = False) -> str:
@@ -307,8 +320,10 @@ def _message(text: str, error: bool = False) -> str:
 class AlbumBuilder(_Tool):
     """Make a folder of class folders from uploads: type a class name, upload its images, repeat.
 
-    ``root`` is where the class folders go (created as needed; images already there are kept).
-    :attr:`counts` is ``{class: images}`` as the builder will read it. In code::
+    ``root`` is where the class folders go (created now; images already there are kept). If ``root`` is
+    deleted while the builder is shown (a notebook's clean-up), the builder says so and stops taking
+    uploads rather than silently making a new, empty folder. :attr:`counts` is ``{class: images}`` as the
+    builder will read it. In code::
 
         albums = AlbumBuilder("my_albums")
         albums.class_name.value = "mug"
@@ -318,8 +333,10 @@ class AlbumBuilder(_Tool):
 
     def __init__(self, root):
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.class_name = widgets.Text(description="class", placeholder="e.g. mug")
-        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Add images")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
+                                         layout=widgets.Layout(width="auto"))
         self.status = widgets.HTML()
         self.summary = widgets.HTML()
         self.last_saved: list[Path] = []
@@ -338,6 +355,7 @@ class AlbumBuilder(_Tool):
 
     def add(self, class_name: str, files: Sequence[tuple[str, bytes]]) -> list[Path]:
         """Save ``[(file name, bytes), ...]`` as images of ``class_name`` and update the summary."""
+        self._check_root()
         saved = save_uploads(self.root, class_name, files)
         self.last_saved = saved
         self.status.value = _message(f"added {len(saved)} image(s) to {check_folder_name(class_name)!r}")
@@ -347,8 +365,9 @@ class AlbumBuilder(_Tool):
     def refresh(self) -> None:
         """Show the classes and image counts now in :attr:`root`."""
         try:
+            self._check_root()
             counts = self.counts
-        except CbrError as error:  # e.g. a class folder someone emptied by hand
+        except CbrError as error:  # e.g. a class folder someone emptied by hand, or the folder deleted
             self.summary.value = _message(str(error), error=True)
             return
         if not counts:
@@ -356,6 +375,15 @@ class AlbumBuilder(_Tool):
             return
         rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{count}</td></tr>" for name, count in counts.items())
         self.summary.value = f"<table><tr><th>class</th><th>images</th></tr>{rows}</table>"
+
+    def _check_root(self) -> None:
+        """A :class:`CbrError` (and the controls disabled) once :attr:`root` has been deleted."""
+        if self.root.is_dir():
+            return
+        self.class_name.disabled = self.upload.disabled = True
+        self.summary.value = "<i>no album folder any more</i>"
+        raise CbrError(f"{self.root} was deleted (by the notebook's clean-up?), so this album builder saves nothing "
+                       "more; run the cell that makes it again")
 
     def _on_upload(self, change) -> None:
         files = uploaded_files(change["new"])
@@ -382,15 +410,16 @@ class ClassifierPanel(_Tool):
         self.scorer = scorer
         self.examples = dict(examples or {})
         kind, _, k = scorer.aggregation.partition(":")
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
-        self.example = widgets.Dropdown(options=["(choose)", *self.examples], description="example")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image",
+                                         layout=widgets.Layout(width="auto"))
+        self.example = widgets.Dropdown(options=[NO_EXAMPLE, *self.examples], description="example")
         self.aggregation = widgets.Dropdown(options=AGGREGATION_KINDS, value=kind, description="aggregation")
         self.k = widgets.BoundedIntText(value=int(k or 3), min=1, max=100, description="K",
                                         layout=widgets.Layout(width="140px"), disabled=kind != "topk")
         self.top_k = widgets.BoundedIntText(value=min(top_k, len(scorer.class_names)), min=1,
                                             max=len(scorer.class_names), description="top-k",
                                             layout=widgets.Layout(width="140px"))
-        self.thumbnail = widgets.Image(format="png", layout=widgets.Layout(max_height="160px"))
+        self.thumbnail = widgets.Image(format="png")
         self.chart = widgets.Image(format="png")
         self.result = widgets.HTML("<i>upload or choose an image</i>")
         self.image = self.name = self.embedding = self.scores = None
@@ -403,7 +432,8 @@ class ClassifierPanel(_Tool):
         self.widget = widgets.VBox([
             widgets.HBox([self.upload, self.example]),
             widgets.HBox([self.aggregation, self.k, self.top_k]),
-            widgets.HBox([self.thumbnail, self.chart]), self.result,
+            # flex-start: an HBox stretches its children to the tallest one, which distorts images.
+            widgets.HBox([self.thumbnail, self.chart], layout=widgets.Layout(align_items="flex-start")), self.result,
         ])
 
     @property
@@ -442,6 +472,7 @@ class ClassifierPanel(_Tool):
         name, content = files[0]
         try:
             self.show(image_from_bytes(name, content), name)
+            self.example.value = NO_EXAMPLE  # the image shown is the upload, not the example chosen before
         except CbrError as error:
             self._fail(error)
         self.upload.value = ()
@@ -495,7 +526,8 @@ class ThresholdExplorer(_Tool):
         self.histogram = widgets.Image(format="png")
         self.decisions: list = []
         self.slider.observe(lambda change: self.update(), names="value")
-        self.widget = widgets.VBox([self.slider, self.summary, widgets.HBox([self.table, self.histogram])])
+        self.widget = widgets.VBox([self.slider, self.summary, widgets.HBox(
+            [self.table, self.histogram], layout=widgets.Layout(align_items="flex-start"))])
         self.update()
 
     @property

@@ -2,6 +2,7 @@
 
 import io
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -65,7 +66,7 @@ def test_upload_entries_round_trip_through_the_upload_widget():
 
 
 @pytest.mark.parametrize("name, message", [
-    ("", "blank"), ("   ", "blank"), (".secret", "hidden folder"), ("..", "hidden folder"),
+    ("", "type a class name"), ("   ", "type a class name"), (".secret", "hidden folder"), ("..", "hidden folder"),
     ("cats/dogs", "'/'"), ("a\\b", "'/'"), ("two\nlines", "line break"),
 ])
 def test_class_names_that_cannot_be_folders_are_refused(name, message):
@@ -126,6 +127,27 @@ def test_album_builder_shows_errors_instead_of_raising(tmp_path):
     builder.class_name.value = "red"
     builder.upload.value = [widgets.upload_entry("x.png", b"not an image")]
     assert "x.png: not a readable image" in builder.status.value and builder.counts == {}
+
+
+def test_album_builder_asks_for_a_class_name_before_saving(tmp_path):
+    builder = widgets.AlbumBuilder(tmp_path / "albums")
+    builder.upload.value = [widgets.upload_entry("x.png", colour_png(RED, 0))]
+    assert "type a class name first" in builder.status.value and builder.counts == {}
+
+
+def test_album_builder_stops_once_its_folder_is_deleted_instead_of_making_a_new_one(tmp_path):
+    workspace = tmp_path / "workspace"
+    builder = widgets.AlbumBuilder(workspace / "albums")
+    assert (workspace / "albums").is_dir()  # made at once, so that a later deletion can be noticed
+    builder.add("red", [("r.png", colour_png(RED, 0))])
+    shutil.rmtree(workspace)  # what the notebook's workspace.cleanup() does
+    builder.class_name.value = "green"
+    builder.upload.value = [widgets.upload_entry("g.png", colour_png(GREEN, 0))]
+    assert "was deleted" in builder.status.value and "run the cell that makes it again" in builder.status.value
+    assert builder.upload.disabled and builder.class_name.disabled
+    assert not workspace.exists(), "nothing is re-created"
+    with pytest.raises(CbrError, match="was deleted"):
+        builder.add("green", [("g.png", colour_png(GREEN, 0))])
 
 
 def test_albums_made_with_the_builder_build_a_classifier(tmp_path, tiny_test_embedder):
@@ -208,6 +230,16 @@ def test_panel_rescores_when_the_aggregation_or_top_k_changes(scorer, queries):
     assert panel.ranked[0][0] == "green, leafy"
 
 
+def test_an_upload_clears_the_example_choice_and_a_failed_one_keeps_it(scorer, queries):
+    panel = widgets.ClassifierPanel(scorer, examples={"green": queries[1]})
+    panel.example.value = "green"
+    panel.upload.value = [widgets.upload_entry("broken.png", b"not an image")]
+    assert panel.example.value == "green" and panel.name == "green" and panel.error.startswith("broken.png")
+    panel.upload.value = [widgets.upload_entry("red.png", png(tiny.colour_image(RED, 5)))]
+    assert panel.example.value == widgets.NO_EXAMPLE and panel.name == "red.png"
+    assert panel.ranked[0][0] == "red thing"
+
+
 def test_panel_shows_a_bad_upload_as_an_error(scorer):
     panel = widgets.ClassifierPanel(scorer)
     panel.upload.value = [widgets.upload_entry("broken.jpg", b"\xff\xd8 truncated")]
@@ -250,6 +282,26 @@ def test_threshold_explorer_checks_its_inputs():
         widgets.ThresholdExplorer(np.ones((2, 3)), ["a", "b"], ["q1", "q2"])
     with pytest.raises(CbrError, match="2 queries but 1 names"):
         widgets.ThresholdExplorer(np.ones((2, 2)), ["a", "b"], ["q1"])
+
+
+def test_tools_show_a_sentence_where_widgets_cannot_be_drawn(tmp_path, scorer):
+    tools = [widgets.AlbumBuilder(tmp_path / "albums"), widgets.ClassifierPanel(scorer),
+             widgets.ThresholdExplorer(np.array([[0.9, 0.1]]), ["a", "b"], ["q"])]
+    for tool in tools:
+        bundle = tool._repr_mimebundle_()
+        assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == tool.widget.model_id
+        assert bundle["text/plain"] == widgets.FALLBACK_TEXT.format(name=type(tool).__name__)
+        assert "children=" not in bundle["text/plain"]
+
+
+def test_images_beside_a_taller_neighbour_are_not_stretched(scorer):
+    # An HBox stretches its children to the tallest one by default: the threshold table would stretch the
+    # histogram, the bar chart the thumbnail.
+    explorer = widgets.ThresholdExplorer(np.array([[0.9, 0.1]]), ["a", "b"], ["q"])
+    panel = widgets.ClassifierPanel(scorer)
+    rows = [box for box in explorer.widget.children + panel.widget.children
+            if any(isinstance(child, widgets.widgets.Image) for child in getattr(box, "children", ()))]
+    assert len(rows) == 2 and all(box.layout.align_items == "flex-start" for box in rows)
 
 
 def test_enable_widgets_turns_on_colabs_widget_manager_only_in_colab(monkeypatch):
