@@ -5,7 +5,7 @@
 #   ./run.sh lab        open JupyterLab on notebooks/
 #   ./run.sh execute    run every notebook headless; executed copies go to build/notebooks/
 #   ./run.sh test       the whole test suite: unit tests, doctests and every notebook under nbval
-#   ./run.sh unit       unit tests and doctests only (a few minutes)
+#   ./run.sh unit       unit tests and doctests only, without the browser test (a few minutes)
 #   ./run.sh python     say which Python and venv the other jobs use, and set nothing up
 #
 # "Set everything up" means: a virtual environment, cbr-lite installed into it in editable mode with its
@@ -109,7 +109,9 @@ setup() {
         echo "run.sh: installing cbr-lite and its dependencies into $VENV (a few minutes the first time)"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
         "$VENV/bin/python" -m pip install --quiet -e ".[test]"
-        "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cbr-lite)" >/dev/null
+        # The kernel the notebooks name (kernelspec "python3", "Python 3 (ipykernel)", ipykernel's own default, so
+        # that conda users' kernels match too): JupyterLab would otherwise mark every notebook modified on open.
+        "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
         echo "$want" > "$stamp"
     fi
 }
@@ -149,7 +151,7 @@ case "$job" in
         ;;
     unit)
         setup
-        "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests cbr_lite
+        "$VENV/bin/python" -m pytest -p no:cacheprovider -m "not browser" "$@" tests cbr_lite
         ;;
     python)
         choose_python

@@ -312,6 +312,12 @@ class _Tool:
         return bundle
 
 
+def _side_by_side() -> widgets.Layout:
+    """A row whose children keep their own height (an HBox stretches them to the tallest one, which distorts
+    images) and wrap onto a new line where the notebook is too narrow for both."""
+    return widgets.Layout(align_items="flex-start", flex_flow="row wrap")
+
+
 def _message(text: str, error: bool = False) -> str:
     colour = "#b00020" if error else "#1b5e20"
     return f'<span style="color:{colour}">{html.escape(text)}</span>'
@@ -334,7 +340,8 @@ class AlbumBuilder(_Tool):
     def __init__(self, root):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.class_name = widgets.Text(description="class", placeholder="e.g. mug")
+        # Sent once, when the box loses focus (clicking the upload button), so it cannot arrive after the upload.
+        self.class_name = widgets.Text(description="class", placeholder="e.g. mug", continuous_update=False)
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Add images",
                                          layout=widgets.Layout(width="auto"))
         self.status = widgets.HTML()
@@ -432,8 +439,7 @@ class ClassifierPanel(_Tool):
         self.widget = widgets.VBox([
             widgets.HBox([self.upload, self.example]),
             widgets.HBox([self.aggregation, self.k, self.top_k]),
-            # flex-start: an HBox stretches its children to the tallest one, which distorts images.
-            widgets.HBox([self.thumbnail, self.chart], layout=widgets.Layout(align_items="flex-start")), self.result,
+            widgets.HBox([self.thumbnail, self.chart], layout=_side_by_side()), self.result,
         ])
 
     @property
@@ -527,7 +533,7 @@ class ThresholdExplorer(_Tool):
         self.decisions: list = []
         self.slider.observe(lambda change: self.update(), names="value")
         self.widget = widgets.VBox([self.slider, self.summary, widgets.HBox(
-            [self.table, self.histogram], layout=widgets.Layout(align_items="flex-start"))])
+            [self.table, self.histogram], layout=_side_by_side())])
         self.update()
 
     @property

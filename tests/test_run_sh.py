@@ -131,3 +131,4 @@ def test_run_sh_requires_python_and_the_classifiers_name_the_same_pythons():
     classifiers = [c.rsplit(" ", 1)[1] for c in project["classifiers"] if re.fullmatch(r".*Python :: 3\.\d+", c)]
     assert classifiers == supported
     assert f'SUPPORTED="{", ".join(supported[:-1])} or {supported[-1]}"' in text
+

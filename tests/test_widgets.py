@@ -302,6 +302,7 @@ def test_images_beside_a_taller_neighbour_are_not_stretched(scorer):
     rows = [box for box in explorer.widget.children + panel.widget.children
             if any(isinstance(child, widgets.widgets.Image) for child in getattr(box, "children", ()))]
     assert len(rows) == 2 and all(box.layout.align_items == "flex-start" for box in rows)
+    assert all(box.layout.flex_flow == "row wrap" for box in rows)  # one below the other where narrow
 
 
 def test_enable_widgets_turns_on_colabs_widget_manager_only_in_colab(monkeypatch):
