@@ -21,7 +21,7 @@ from cbr_lite.locations import REPOSITORY_ROOT
 
 #: The packages whose versions the notebooks depend on (their ranges come from ``pyproject.toml``).
 CHECKED_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
-MINIMUM_PYTHON = (3, 10)
+MINIMUM_PYTHON = (3, 11)
 DEFAULT_SEED = 42
 
 _FIX_LOCAL = (
@@ -53,7 +53,7 @@ def required_versions(pyproject: Path | None = None) -> dict[str, str]:
 
     pyproject = Path(pyproject) if pyproject else REPOSITORY_ROOT / "pyproject.toml"
     lines = None
-    if pyproject.is_file() and sys.version_info >= (3, 11):
+    if pyproject.is_file():
         import tomllib
 
         lines = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
@@ -90,7 +90,7 @@ def version_problems(python: tuple = None, versions: dict | None = None, ranges:
     tests pass their own.
 
     >>> version_problems((3, 9), {"numpy": "1.20.0"}, {"numpy": ">=1.26,<3"})
-    ['Python 3.9 is too old (cbr-lite needs 3.10 or newer)', 'numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3']
+    ['Python 3.9 is too old (cbr-lite needs 3.11 or newer)', 'numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3']
     """
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version

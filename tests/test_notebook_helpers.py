@@ -21,7 +21,7 @@ def test_each_problem_is_named_with_the_range_wanted():
     ranges = {"numpy": ">=1.26,<3", "keras": ">=3.15,<4", "tensorflow": ">=2.21,<2.22"}
     problems = notebook.version_problems((3, 9), {"numpy": "1.20.0", "keras": "3.15.0"}, ranges)
     assert problems == [
-        "Python 3.9 is too old (cbr-lite needs 3.10 or newer)",
+        "Python 3.9 is too old (cbr-lite needs 3.11 or newer)",
         "numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3",
         "tensorflow is not installed (cbr-lite needs >=2.21,<2.22)",
     ]
@@ -33,8 +33,6 @@ def test_upper_bounds_are_checked_too():
 
 
 def test_the_ranges_come_from_pyproject(tmp_path):
-    if sys.version_info < (3, 11):
-        pytest.skip("reading pyproject.toml needs tomllib (Python 3.11+); 3.10 reads the installed metadata")
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project]\ndependencies = ["numpy>=9.0", "keras<2", "pillow>=10"]\n')
     assert notebook.required_versions(pyproject) == {"numpy": ">=9.0", "keras": "<2"}

@@ -1,10 +1,7 @@
 """The two ways to install cbr-lite (pip with pyproject.toml, conda with environment.yml) must agree."""
 
 import re
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import tomllib
 from pathlib import Path
 
 import pytest

@@ -8,10 +8,7 @@ that answer the two questions run.sh asks (``-c`` for the version, ``--version``
 import re
 import shutil
 import subprocess
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -99,9 +96,10 @@ def test_a_relative_python_path_is_relative_to_where_run_sh_was_called(project, 
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda bin_: "python3.12", "PYTHON=python3.12: no such command; set PYTHON to Python 3.10, 3.11, 3.12 or 3.13"),
+    (lambda bin_: "python3.12", "PYTHON=python3.12: no such command; set PYTHON to Python 3.11, 3.12 or 3.13"),
     (lambda bin_: failing_shim(bin_ / "shims" / "python3.12"), "does not run"),
     (lambda bin_: fake_python(bin_ / "python3.14", "3.14.0"), "is Python 3.14, too new: tensorflow 2.21 has no wheels"),
+    (lambda bin_: fake_python(bin_ / "python3.10", "3.10.13"), "is Python 3.10, too old: cbr-lite needs Python 3.11"),
     (lambda bin_: fake_python(bin_ / "python3.9", "3.9.18"), "is Python 3.9, too old"),
     (lambda bin_: fake_python(bin_ / "python2", "2.7.18"), "is Python 2.7, too old"),
 ])
