@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from cbr_lite.albums import check_on_bad_image, found_albums, read_image_or_skip, warn_on_stderr
-from cbr_lite.classifier import Classifier  # noqa: F401  (notebooks 05 and 08 use builder.Classifier)
+from cbr_lite.classifier import Classifier  # noqa: F401  (notebooks 06 and 10 use builder.Classifier)
 from cbr_lite.classifier_file import ClassifierFile, read_classifier_file, write_classifier_file
 from cbr_lite.errors import CbrError
 from cbr_lite.export import LiteRTModel, check_quantize

@@ -231,7 +231,7 @@ def draw_model(model, title: str | None = None, width: float = 4.2, row_height: 
     return figure
 
 
-# Figures of notebooks 04-05 (evaluation, "unknown" thresholds, exported-model comparisons).
+# Figures of notebooks 04-06 (evaluation, "unknown" thresholds, exported-model comparisons).
 
 
 def show_bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,

@@ -1,4 +1,4 @@
-"""The figures of notebooks 04-05 (bars, score histograms, acceptance curve) draw what they are given."""
+"""The figures of notebooks 04-06 (bars, score histograms, acceptance curve) draw what they are given."""
 
 import matplotlib
 
