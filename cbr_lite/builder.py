@@ -27,6 +27,7 @@ from cbr_lite.classifier import Classifier  # noqa: F401  (notebooks 06 and 10 u
 from cbr_lite.classifier_file import ClassifierFile, read_classifier_file, write_classifier_file
 from cbr_lite.errors import CbrError
 from cbr_lite.export import LiteRTModel, check_quantize
+from cbr_lite.index_choice import IndexSpec, parse_index
 from cbr_lite.labels import check_labels, printable
 from cbr_lite.similarity import parse_aggregation
 from cbr_lite.version import VERSION
@@ -121,7 +122,8 @@ def resolve_embedder(embedder=None):
 
 def build_classifier_file(albums, embedder=None, aggregation: str = "max", quantize: str = "none",
                           on_bad_image: str = "error", progress: Callable[[int], None] | None = None,
-                          warn: Callable[[str], None] | None = None, center: bool = False) -> bytes:
+                          warn: Callable[[str], None] | None = None, center: bool = False,
+                          index="exact") -> bytes:
     """Build a classifier from a folder of class folders and return the ``.tflite`` file's bytes.
 
     ``albums``: the folder, or what :func:`cbr_lite.albums.find_albums` returned for it. ``embedder``: a
@@ -132,16 +134,33 @@ def build_classifier_file(albums, embedder=None, aggregation: str = "max", quant
     the embedder's weights dynamic-range int8) or ``int8-full`` (integers throughout, ``uint8`` input,
     calibrated on album images; see :func:`cbr_lite.export.to_tflite`). ``center=True`` centres index and
     queries on the index's mean embedding inside the model (one ``SUB`` op); ``add``/``remove`` recompute
-    that mean from the new index.
+    that mean from the new index. ``index``: ``"exact"`` (every index image compared with every query), or
+    ``"ivf"``, ``"ivf:NLIST"``, ``"ivf:NLIST:NPROBE"`` (an IVF head, :mod:`cbr_lite.ivf`: for hundreds of
+    thousands of classes and more; see :mod:`cbr_lite.index_choice`).
     """
     parse_aggregation(aggregation)
     check_quantize(quantize)
     check_on_bad_image(on_bad_image)
+    spec = check_index_choice(index, aggregation, quantize)
     albums = found_albums(albums)
     embedder = resolve_embedder(embedder)
     embeddings, labels, class_names = embed_albums(albums, embedder, on_bad_image, progress, warn)
     representative = representative_images(albums, embedder) if quantize == "int8-full" else None
-    return _assemble(embedder, embeddings, labels, class_names, aggregation, quantize, bool(center), representative)
+    return _assemble(embedder, embeddings, labels, class_names, aggregation, quantize, bool(center), representative,
+                     spec)
+
+
+def check_index_choice(index, aggregation: str, quantize: str) -> IndexSpec:
+    """The :class:`IndexSpec` of ``index`` (``"exact"``, ``"ivf[:NLIST[:NPROBE]]"`` or a spec), checked against
+    the other options: an IVF head aggregates by max and is not calibrated as one integer network."""
+    spec = parse_index(index)
+    if spec.kind == "ivf" and aggregation != "max":
+        raise CbrError(f"an IVF index scores each class by its best image found: use aggregation max with it, "
+                       f"not {aggregation!r} (or the exact index)")
+    if spec.kind == "ivf" and quantize == "int8-full":
+        raise CbrError("an IVF index keeps its rows as int8 already and is not calibrated as one integer network: "
+                       "use quantisation none, float16 or int8 with it")
+    return spec
 
 
 def representative_images(albums, embedder, count: int = REPRESENTATIVE_IMAGES) -> list:
@@ -158,24 +177,26 @@ def representative_images(albums, embedder, count: int = REPRESENTATIVE_IMAGES) 
 
 def classifier_file_from_index(embedder, index_embeddings, image_labels, class_names: Sequence[str],
                                aggregation: str = "max", quantize: str = "none", center: bool = False,
-                               representative=None) -> bytes:
+                               representative=None, index="exact") -> bytes:
     """Assemble, convert and label a classifier from an index that is already embedded.
 
     ``representative``: ``uint8`` images (any size) to calibrate an ``int8-full`` model on; required for it.
+    ``index``: as for :func:`build_classifier_file`.
     """
     from cbr_lite.similarity import check_index
 
     parse_aggregation(aggregation)
     check_quantize(quantize)
+    spec = check_index_choice(index, aggregation, quantize)
     class_names = check_labels(class_names)
     embedder = resolve_embedder(embedder)
     index_embeddings, image_labels, _ = check_index(index_embeddings, image_labels, len(class_names))
     return _assemble(embedder, index_embeddings, image_labels, class_names, aggregation, quantize, bool(center),
-                     representative)
+                     representative, spec)
 
 
 def _assemble(embedder, index_embeddings, image_labels, class_names, aggregation, quantize, center=False,
-              representative=None) -> bytes:
+              representative=None, spec: IndexSpec = IndexSpec()) -> bytes:
     """The classifier file of a checked index (the entries above check it, once)."""
     from cbr_lite.export import to_tflite
     from cbr_lite.tflite_graph import count_operators
@@ -209,11 +230,11 @@ def _assemble(embedder, index_embeddings, image_labels, class_names, aggregation
     network = to_tflite(_image_model(embedder), quantize)  # quiet: to_tflite hides the converter's chatter
     described["embedder_ops"] = count_operators(network)
     return _with_head(network, described, index_embeddings, image_labels, class_names, aggregation, quantize,
-                      center)
+                      center, spec)
 
 
 def _with_head(network: bytes, described: dict, index_embeddings, image_labels, class_names, aggregation,
-               quantize, center) -> bytes:
+               quantize, center, spec: IndexSpec = IndexSpec()) -> bytes:
     """The classifier file: the embedder ``network`` (TFLite) joined to a head converted for the index.
 
     The two are converted separately and joined (:mod:`cbr_lite.tflite_graph`), the embedder's
@@ -222,14 +243,14 @@ def _with_head(network: bytes, described: dict, index_embeddings, image_labels, 
     from cbr_lite.export import to_tflite
     from cbr_lite.tflite_graph import join
 
-    head = to_tflite(_head(index_embeddings, image_labels, len(class_names), aggregation, quantize, center),
-                     quantize)
-    return write_classifier_file(join(network, head), class_names, index_embeddings, image_labels,
-                                 _info(described, aggregation, quantize, center))
+    head, index_info = _head(index_embeddings, image_labels, len(class_names), aggregation, quantize, center, spec)
+    return write_classifier_file(join(network, to_tflite(head, quantize)), class_names, index_embeddings, image_labels,
+                                 _info(described, aggregation, quantize, center, index_info))
 
 
-def _info(described: dict, aggregation: str, quantize: str, center: bool) -> dict:
-    """``cbr.json``'s fields: the embedder as ``described``, then how the head was built."""
+def _info(described: dict, aggregation: str, quantize: str, center: bool, index_info: dict | None = None) -> dict:
+    """``cbr.json``'s fields: the embedder as ``described``, then how the head was built (``index``: an IVF
+    head's lists and probes; exact heads, the default, have no such field)."""
     return {
         "cbr_lite_version": VERSION,
         **described,
@@ -237,6 +258,7 @@ def _info(described: dict, aggregation: str, quantize: str, center: bool) -> dic
         "quantize": quantize,
         **({"int8_scale": INT8_SCALE} if quantize == "int8" else {}),
         **({"center": "index-mean"} if center else {}),
+        **({"index": index_info} if index_info else {}),
     }
 
 
@@ -249,15 +271,35 @@ def _image_model(embedder):
     return keras.Model(image, embedder.model(image), name="cbr_embedder")
 
 
-def _head(index_embeddings, image_labels, num_classes, aggregation, quantize, center):
-    """The retrieval head (raw embedding in, class scores out), its index as int8 for ``quantize="int8"``,
+def _head(index_embeddings, image_labels, num_classes, aggregation, quantize, center, spec: IndexSpec = IndexSpec()):
+    """``(the retrieval head, its cbr.json "index" record or None)``: raw embedding in, class scores out.
+
+    The exact head stores its index as int8 for ``quantize="int8"``; an IVF head (``spec``) always does. Either is
     centred on the index's mean embedding for ``center=True``."""
+    if spec.kind == "ivf":
+        return _ivf_head(index_embeddings, image_labels, num_classes, center, spec)
     from cbr_lite.retrieval import build_retrieval_head
 
     # With quantize="int8" the index is stored as int8 with one scale per image (cbr_lite.quantization); the
     # converter's dynamic-range quantisation then keeps those same integers.
     return build_retrieval_head(index_embeddings, image_labels, num_classes, aggregation,
-                                index_dtype=INDEX_DTYPE[quantize], int8_scale=INT8_SCALE, center=center)
+                                index_dtype=INDEX_DTYPE[quantize], int8_scale=INT8_SCALE, center=center), None
+
+
+def _ivf_head(index_embeddings, image_labels, num_classes, center, spec: IndexSpec):
+    """The IVF head and its record: lists by k-means on the (centred) index, ``spec``'s lists and probes."""
+    from cbr_lite import ivf
+    from cbr_lite.index_choice import resolve_spec
+    from cbr_lite.retrieval import centring_mean
+
+    nlist, nprobe = resolve_spec(spec, len(index_embeddings))
+    mean = centring_mean(index_embeddings, center)
+    lists = ivf.build_inverted_lists(index_embeddings if mean is None else index_embeddings - mean, image_labels,
+                                     num_classes, nlist)
+    full_scores = num_classes <= ivf.FULL_SCORES_LIMIT
+    record = {"kind": "ivf", "spec": str(spec), **lists.summary(nprobe), "top_k": min(ivf.TOP_K, num_classes),
+              "full_scores": full_scores}
+    return ivf.build_ivf_head(lists, nprobe, full_scores=full_scores, mean=mean), record
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,7 +365,7 @@ def add_classes(data: bytes, albums, on_bad_image: str = "error", progress: Call
     # int8-full one is calibrated again, on the new albums' images (the old images are not in the file).
     representative = representative_images(albums, embedder) if model.quantize == "int8-full" else None
     return _assemble(embedder, embeddings[order], labels[order], names, model.aggregation,
-                     check_quantize(model.quantize), model.center, representative)
+                     check_quantize(model.quantize), model.center, representative, model.index_spec())
 
 
 def remove_classes(data: bytes, labels: Iterable[str], source: str = "the model") -> bytes:
@@ -361,12 +403,13 @@ def remove_classes(data: bytes, labels: Iterable[str], source: str = "the model"
                  "input_size": list(model.input_size), "mean": list(model.mean), "std": list(model.std),
                  "embedder_ops": model.embedder_ops}
     new = _with_head(network, described, model.index_embeddings[keep], new_labels[keep], keep_names,
-                     model.aggregation, check_quantize(model.quantize), model.center)
+                     model.aggregation, check_quantize(model.quantize), model.center, model.index_spec())
     LiteRTModel(new, source=source)  # a network from someone else's file: check it still runs before it is written
     return new
 
 
 __all__ = [
-    "INT8_SCALE", "REPRESENTATIVE_IMAGES", "add_classes", "build_classifier_file", "classifier_file_from_index", "embed_albums", "embed_paths",
+    "INT8_SCALE", "REPRESENTATIVE_IMAGES", "add_classes", "build_classifier_file", "check_index_choice",
+    "classifier_file_from_index", "embed_albums", "embed_paths",
     "load_file_embedder", "remove_classes", "representative_images", "resolve_embedder",
 ]

@@ -5,7 +5,10 @@
 [[('cat', 0.93), ('mug', 0.41)]]
 
 Nothing but the file is needed (no embedder, no TensorFlow), so it works for any TFLite image classifier
-with TFLite metadata (labels and normalisation), not only ones made by cbr-lite.
+with TFLite metadata (labels and normalisation), not only ones made by cbr-lite. A model whose first output
+is ``top_classes`` (an IVF head too large to output every class's score, :mod:`cbr_lite.ivf`) gets its score
+vector made from its ``top_classes`` and ``top_scores``: every class it did not report has the lowest float32,
+as in the IVF head's own full vector.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from cbr_lite.errors import CbrError
+from cbr_lite.metadata import TOP_CLASSES, TOP_SCORES
 
 
 def check_top_k(top_k: int, name: str = "top_k") -> int:
@@ -59,6 +63,8 @@ class Classifier:
         self.input_size = tuple(metadata["input_size"])
         self.model = LiteRTModel(self.data, source=source)
         self.uint8_input = np.dtype(self.model.input["dtype"]) == np.uint8
+        #: True for a model with only the small top-K output (the labels name the values of top_classes).
+        self.top_k_only = metadata.get("outputs", [])[:1] == [TOP_CLASSES]
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """One ``uint8`` RGB image -> the model's input, as the metadata says (resize, then normalise)."""
@@ -70,9 +76,19 @@ class Classifier:
         return (pixels.astype(np.float32) - self.mean) / self.std
 
     def scores(self, images) -> np.ndarray:
-        """The model's own outputs, ``(len(images), classes)`` float32, for ``uint8`` RGB images."""
-        rows = [self.model.run_one(self.preprocess(image)) for image in images]
+        """The model's class scores, ``(len(images), classes)`` float32, for ``uint8`` RGB images."""
+        rows = [self._scores(self.preprocess(image)) for image in images]
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, len(self.labels)), np.float32)
+
+    def _scores(self, pixels) -> np.ndarray:
+        if not self.top_k_only:
+            return self.model.run_one(pixels)
+        outputs = self.model.run_outputs(pixels)
+        classes = outputs[TOP_CLASSES]
+        row = np.full(len(self.labels), np.finfo(np.float32).min, dtype=np.float32)
+        found = (classes >= 0) & (classes < len(self.labels))   # -1: no class in that slot
+        row[classes[found].astype(np.int64)] = outputs[TOP_SCORES][found]
+        return row
 
     def predict(self, images, top_k: int = 0) -> list:
         """For each image, ``[(label, score), ...]`` best first; ``top_k=0`` gives every class."""

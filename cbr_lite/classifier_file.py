@@ -30,6 +30,7 @@ import numpy as np
 
 from cbr_lite.errors import CbrError
 from cbr_lite.files import open_regular_file
+from cbr_lite.index_choice import IndexSpec, parse_index
 from cbr_lite.labels import printable
 
 INDEX_FILE = "index.npz"
@@ -60,6 +61,14 @@ class ClassifierFile:
     embedder_ops: int | None = None
     #: Centred on the index's mean embedding (SimpleShot's CL2N; see cbr_lite.retrieval.centring_mean).
     center: bool = False
+    #: None for the exact head; for an IVF head (cbr_lite.ivf) its record in cbr.json: ``spec`` (as given to
+    #: ``--index``), ``nlist``, ``nprobe``, ``list_length`` (the longest list), ``smallest_list``, ``rows_read``
+    #: (index rows a query reads), ``index_bytes`` (the head's arrays), ``top_k`` and ``full_scores``.
+    index: dict | None = None
+
+    def index_spec(self):
+        """The :class:`cbr_lite.index_choice.IndexSpec` the file was built with (what ``add``/``remove`` keep)."""
+        return parse_index(self.index["spec"]) if self.index else IndexSpec()
 
     def images_per_class(self) -> dict:
         """``{class name: number of index images}``, in class order."""
@@ -198,7 +207,7 @@ def read_classifier_file(data: bytes, source: str = "the model") -> ClassifierFi
         class_names=class_names, index_embeddings=embeddings, image_labels=labels,
         embedder=info["embedder"], aggregation=info["aggregation"], quantize=info["quantize"],
         input_size=info["input_size"], mean=info["mean"], std=info["std"], version=info["cbr_lite_version"],
-        size=len(data), embedder_ops=info["embedder_ops"], center=info["center"],
+        size=len(data), embedder_ops=info["embedder_ops"], center=info["center"], index=info["index"],
     )
 
 
@@ -224,6 +233,7 @@ def _checked_info(info: dict, source: str) -> dict:
                 raise ValueError
             checked[key] = value
         checked["center"] = bool(info.get("center"))
+        checked["index"] = _checked_index(info.get("index"))
         version = info.get("cbr_lite_version", "?")
         checked["cbr_lite_version"] = version if isinstance(version, str) and len(version) <= 100 else "?"
     except (KeyError, TypeError, ValueError, OverflowError):
@@ -231,6 +241,27 @@ def _checked_info(info: dict, source: str) -> dict:
     if min(checked["input_size"]) < 1:
         raise CbrError(f"{source}: its cbr.json is incomplete or has values of the wrong type; build the model again")
     return checked
+
+
+#: The whole-number fields of an IVF head's record in cbr.json (see ClassifierFile.index).
+_IVF_NUMBERS = ("nlist", "nprobe", "list_length", "smallest_list", "rows_read", "index_bytes", "top_k")
+
+
+def _checked_index(record):
+    """An IVF head's ``index`` record from ``cbr.json`` as cbr-lite wrote it (None: the exact head), else ValueError."""
+    if record is None:
+        return None
+    if (not isinstance(record, dict) or record.get("kind") != "ivf" or not isinstance(record.get("spec"), str)
+            or len(record["spec"]) > 100 or not isinstance(record.get("full_scores"), bool)):
+        raise ValueError
+    try:
+        spec = parse_index(record["spec"])
+    except CbrError:
+        raise ValueError from None
+    numbers = {key: record.get(key) for key in _IVF_NUMBERS}
+    if spec.kind != "ivf" or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in numbers.values()):
+        raise ValueError
+    return {"kind": "ivf", "spec": record["spec"], **numbers, "full_scores": record["full_scores"]}
 
 
 def _shown(value) -> str:

@@ -81,7 +81,7 @@ def run_build(args) -> None:
     albums = find_albums(args.albums)
     with progress_bar(sum(len(paths) for _, paths in albums), "embedding") as bar:
         data = build_classifier_file(albums, args.embedder, args.aggregation, args.quantize,
-                                     args.on_bad_image, progress=bar.update, center=args.center)
+                                     args.on_bad_image, progress=bar.update, center=args.center, index=args.index)
     write_atomically(args.output, data)
     print(f"built {printable(args.output)} in {time.perf_counter() - start:.1f} s")
     print_summary(read_classifier_file(data, str(args.output)))
@@ -122,7 +122,8 @@ def run_inspect(args) -> None:
             "model": str(args.model), "size_bytes": model.size, "embedder": model.embedder,
             "input_size": list(model.input_size), "mean": list(model.mean), "std": list(model.std),
             "embedding_dim": int(model.index_embeddings.shape[1]), "aggregation": model.aggregation,
-            "quantize": model.quantize, "center": model.center, "classes": model.images_per_class(),
+            "quantize": model.quantize, "center": model.center, "index": model.index or {"kind": "exact"},
+            "classes": model.images_per_class(),
             "ops": dict(ops), "cbr_lite_version": model.version,
         }, indent=2))
         return
@@ -200,7 +201,16 @@ def print_summary(model, classes_in_full: bool = False) -> None:
     print(f"aggregation:  {printable(model.aggregation)}")
     print(f"quantisation: {printable(model.quantize)}")
     print(f"centring:     {'on the index mean' if model.center else 'none'}")
-    print(f"size:         {human_size(model.size)} (index {model.index_embeddings.shape[0]} x "
+    images = model.index_embeddings.shape[0]
+    if model.index:
+        ivf = model.index
+        print(f"index:        IVF ({printable(ivf['spec'])}): {ivf['nlist']} lists of {ivf['smallest_list']}-"
+              f"{ivf['list_length']} images, {ivf['nprobe']} probed per query: reads {ivf['rows_read']:,} of "
+              f"{images:,} rows ({ivf['rows_read'] / images:.1%})")
+        print(f"              {human_size(ivf['index_bytes'])} of int8 rows, scales, class numbers and centres in "
+              f"the network; outputs the {ivf['top_k']} best classes"
+              + (" and every class's score" if ivf["full_scores"] else " (no full score vector)"))
+    print(f"size:         {human_size(model.size)} (index {images} x "
           f"{model.index_embeddings.shape[1]} float32 inside)")
 
 
@@ -266,6 +276,13 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--quantize", choices=QUANTIZATIONS, default=QUANTIZATIONS[0],
                        help="store weights as float32 (none, default), float16, int8 (dynamic range) or "
                             "int8-full (integers throughout, uint8 input, for NPUs / Edge TPU)")
+    build.add_argument("--index", default="exact", metavar="exact|ivf[:NLIST[:NPROBE]]",
+                       help="exact (default): every query compares with every index image, so its time grows "
+                            "with the index; right up to some tens of MB of index (tens of thousands of classes). "
+                            "ivf: k-means lists, only NPROBE of NLIST read per query (default about sqrt(images) "
+                            "lists, 1/64 of them probed, at least 8); switch to it for hundreds of thousands of "
+                            "classes or more, or when queries must take about a millisecond; recall is below 1 "
+                            "(cbr-lite bench --ivf measures it)")
     build.add_argument("--center", action=argparse.BooleanOptionalAction, default=CLI_CENTER,
                        help="centre embeddings on the index's mean before the cosine (SimpleShot's CL2N; "
                             f"default: {'on' if CLI_CENTER else 'off'})")

@@ -63,24 +63,12 @@ def to_tflite(model, quantize: str = "none", representative=None) -> bytes:
         return outputs_in_name_order(converter.convert())
 
 
-def output_names(tflite_bytes) -> list[str]:
-    """The names of a .tflite model's outputs (from its signature), in the order of its output tensors."""
-    from ai_edge_litert import schema_py_generated as tfl  # here: the command line imports this module
-
-    model = tfl.Model.GetRootAs(tflite_bytes, 0)
-    graph = model.Subgraphs(0)
-    if not model.SignatureDefsLength():
-        return [f"output_{i}" for i in range(graph.OutputsLength())]
-    signature = model.SignatureDefs(0)
-    by_tensor = {signature.Outputs(i).TensorIndex(): signature.Outputs(i).Name().decode()
-                 for i in range(signature.OutputsLength())}
-    return [by_tensor.get(graph.Outputs(i), f"output_{i}") for i in range(graph.OutputsLength())]
-
-
 def outputs_in_name_order(tflite_bytes) -> bytes:
     """The model with its output tensors listed in the order of their signature names (same length, so
     the list is rewritten in place and nothing else in the file moves)."""
     from ai_edge_litert import schema_py_generated as tfl  # here: the command line imports this module
+
+    from cbr_lite.metadata import output_names
 
     names = output_names(tflite_bytes)
     if names == sorted(names):
@@ -132,6 +120,7 @@ class LiteRTModel:
         ``source`` names the model in error messages (default: its path, if given one)."""
         from ai_edge_litert.interpreter import Interpreter
 
+        from cbr_lite.metadata import output_names
         from cbr_lite.quiet import stderr_silenced
 
         if isinstance(model, (str, Path)):

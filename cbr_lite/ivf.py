@@ -11,7 +11,7 @@ query only with the images of the ``nprobe`` lists whose centres are nearest to 
   scale per image (:mod:`cbr_lite.quantization`), plus where each list starts and how long it is.
 - :func:`ivf_scores`: the NumPy reference of the search (what the model computes).
 - :func:`build_ivf_head`: the Keras head (layers in :mod:`cbr_lite.ivf_layers`), all TFLite builtin ops.
-- :func:`parse_index`: ``"exact"``, ``"ivf"``, ``"ivf:NLIST"`` or ``"ivf:NLIST:NPROBE"`` (the CLI's ``--index``).
+- how many lists and probes by default, and the CLI's ``--index`` choice: :mod:`cbr_lite.index_choice`.
 
 >>> rng = np.random.default_rng(0)
 >>> index = rng.normal(size=(200, 16)); labels = np.arange(200) % 50
@@ -25,15 +25,15 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from cbr_lite.errors import CbrError
+from cbr_lite.index_choice import default_nlist, default_nprobe
 from cbr_lite.ivf_layers import MAX_CLASSES, PADDING_SCORE, FoundClassScores, InvertedListSearch, TopClasses
-from cbr_lite.layers import L2Normalize
+from cbr_lite.layers import L2Normalize, SubtractMean
 from cbr_lite.quantization import quantize_index
 from cbr_lite.retrieval import nearest_neighbour_layer
 from cbr_lite.similarity import check_index, l2_normalize
@@ -191,71 +191,12 @@ def ivf_scores(lists: InvertedLists, queries: np.ndarray, nprobe: int, k: int = 
 
 
 # --------------------------------------------------------------------------------------------------
-# Choosing lists and probes
-# --------------------------------------------------------------------------------------------------
-
-
-def default_nlist(images: int) -> int:
-    """About ``sqrt(images)`` lists (the usual IVF rule), a power of two, at least 1 and at most ``images``."""
-    return int(min(images, max(1, 2 ** round(math.log2(math.sqrt(max(images, 1)))))))
-
-
-def default_nprobe(nlist: int) -> int:
-    """Probe 1/64 of the lists (at least 4, at most all of them)."""
-    return int(min(nlist, max(4, nlist // 64)))
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """What ``--index`` asks for: ``kind`` ``"exact"`` or ``"ivf"``; for IVF, lists and probes (None: default)."""
-
-    kind: str = "exact"
-    nlist: int | None = None
-    nprobe: int | None = None
-
-    def __str__(self) -> str:
-        if self.kind == "exact":
-            return "exact"
-        return ":".join(["ivf"] + [str(v) for v in (self.nlist, self.nprobe) if v is not None])
-
-
-INDEX_KINDS = ("exact", "ivf")
-
-
-def parse_index(text: str) -> IndexSpec:
-    """``"exact"`` | ``"ivf"`` | ``"ivf:NLIST"`` | ``"ivf:NLIST:NPROBE"`` -> :class:`IndexSpec`.
-
-    >>> parse_index("ivf:1024:16")
-    IndexSpec(kind='ivf', nlist=1024, nprobe=16)
-    """
-    parts = str(text).split(":")
-    usage = "use exact, ivf, ivf:NLIST or ivf:NLIST:NPROBE (whole numbers, NPROBE <= NLIST)"
-    if parts == ["exact"]:
-        return IndexSpec()
-    if parts[0] != "ivf" or len(parts) > 3 or not all(p.isdigit() and int(p) > 0 for p in parts[1:]):
-        raise CbrError(f"unknown index {text!r}: {usage}")
-    numbers = [int(p) for p in parts[1:]] + [None] * (3 - len(parts))
-    if numbers[1] is not None and numbers[1] > numbers[0]:
-        raise CbrError(f"index {text!r} probes more lists than it has: {usage}")
-    return IndexSpec("ivf", *numbers)
-
-
-def resolve_spec(spec: IndexSpec, images: int) -> tuple[int, int]:
-    """``(nlist, nprobe)`` for an index of ``images`` images: the given ones, else the defaults."""
-    nlist = spec.nlist if spec.nlist is not None else default_nlist(images)
-    if nlist > images:
-        raise CbrError(f"index {spec}: {nlist} lists for {images} index images; use at most {images} lists")
-    nprobe = spec.nprobe if spec.nprobe is not None else default_nprobe(nlist)
-    return nlist, min(nprobe, nlist)
-
-
-# --------------------------------------------------------------------------------------------------
 # The Keras head
 # --------------------------------------------------------------------------------------------------
 
 
 def build_ivf_head(lists: InvertedLists, nprobe: int | None = None, top_k: int = TOP_K,
-                   full_scores: bool | None = None, name: str = "ivf_head") -> keras.Model:
+                   full_scores: bool | None = None, mean=None, name: str = "ivf_head") -> keras.Model:
     """The IVF head for ``lists`` as a Keras model: raw embedding ``(batch, dim)`` -> a dict of outputs
 
     - ``class_scores`` ``(batch, classes)``, only with ``full_scores`` (default: up to
@@ -265,7 +206,10 @@ def build_ivf_head(lists: InvertedLists, nprobe: int | None = None, top_k: int =
     - ``top_scores`` ``(batch, top_k)``: their scores.
 
     :func:`cbr_lite.export.to_tflite` writes them in this order (the order of their names). Aggregation is
-    max: a class's score is its best image's among those found. ``nprobe`` defaults to :func:`default_nprobe`.
+    max: a class's score is its best image's among those found. ``nprobe`` defaults to
+    :func:`cbr_lite.index_choice.default_nprobe`. ``mean`` (a ``(dim,)`` embedding, see
+    :func:`cbr_lite.retrieval.centring_mean`) is subtracted from the query first, for lists built from
+    index embeddings centred on it.
 
     >>> head = build_ivf_head(build_inverted_lists(np.eye(4), [0, 1, 2, 3], nlist=2), nprobe=2, top_k=2)
     >>> outputs = head.predict_on_batch(np.array([[0.0, 3.0, 0.1, 0.0]]))
@@ -278,7 +222,8 @@ def build_ivf_head(lists: InvertedLists, nprobe: int | None = None, top_k: int =
     full_scores = lists.num_classes <= FULL_SCORES_LIMIT if full_scores is None else bool(full_scores)
     images, dim = lists.vectors.shape
     embedding = keras.Input(shape=(dim,), name="embedding")
-    unit_query = L2Normalize(name="l2_normalize")(embedding)
+    query = embedding if mean is None else SubtractMean.from_mean(mean, name="subtract_mean")(embedding)
+    unit_query = L2Normalize(name="l2_normalize")(query)
     centre_scores = nearest_neighbour_layer(lists.centres, name="coarse_centroids")(unit_query)
     search = InvertedListSearch(images, dim, lists.nlist, nprobe, lists.list_length, lists.num_classes,
                                 name="inverted_lists")

@@ -72,6 +72,11 @@ MODEL_IDENTIFIER = b"TFL3"
 MIN_PARSER_VERSION = "1.0.0"
 LABELS_FILE = "labels.txt"
 CBR_INFO_FILE = "cbr.json"
+#: The outputs of a classifier with a small top-K output (the IVF head, cbr_lite.ivf), by their signature
+#: names, in file order: the full score vector (only in models of up to cbr_lite.ivf.FULL_SCORES_LIMIT
+#: classes), then the K best class numbers (float32) and their scores.
+CLASS_SCORES, TOP_CLASSES, TOP_SCORES = "class_scores", "top_classes", "top_scores"
+TOP_K_LAYOUTS = ([CLASS_SCORES, TOP_CLASSES, TOP_SCORES], [TOP_CLASSES, TOP_SCORES])
 #: The largest input image side a classifier may ask for (a damaged file could ask for any).
 MAX_INPUT_SIDE = 4096
 #: The most bytes read for a packed file (others: at most the model file's own size). A model with a
@@ -104,8 +109,11 @@ def add_metadata(
     """Return a copy of a ``.tflite`` image classifier with TFLite metadata and associated files.
 
     The model must have one input, an RGB image tensor ``(1, H, W, 3)`` of float32 or uint8, and one
-    output, a float32 score tensor ``(1, len(labels))``. Any metadata and associated files the model
-    already has are replaced.
+    output, a float32 score tensor ``(1, len(labels))``, or the outputs of :data:`TOP_K_LAYOUTS` (float32
+    ``class_scores (1, len(labels))`` if there, then ``top_classes`` and ``top_scores``, ``(1, K)`` each).
+    ``labels.txt`` labels the score vector's axis (``TENSOR_AXIS_LABELS``, what MediaPipe's
+    ``ImageClassifier`` reads) and the values of ``top_classes`` (``TENSOR_VALUE_LABELS``, as TFLite's object
+    detectors label their class outputs). Any metadata and associated files the model already has are replaced.
 
     Args:
         tflite_bytes: the model file's bytes.
@@ -126,7 +134,7 @@ def add_metadata(
     labels = check_labels(labels)
     model = _parse_model(tflite_bytes, source)
     try:
-        input_type, _ = _check_classifier(model, len(labels), source)
+        input_type, outputs = _check_classifier(model, len(labels), source, tflite_bytes)
     except _DAMAGE:
         raise CbrError(f"{source} is not a cbr-lite model: the TFLite file is damaged") from None
     mean = _check_floats(mean, "mean")
@@ -161,6 +169,7 @@ def add_metadata(
         std=std,
         uint8_input=input_type == tfl.TensorType.UINT8,
         extra_names=sorted(n for n in files if n != LABELS_FILE),
+        outputs=outputs,
     )
     try:
         model_bytes = _pack_model_with_metadata(model, metadata)
@@ -179,34 +188,52 @@ def _check_floats(values, what):
     return values
 
 
-def _check_classifier(model, num_labels, source):
-    """Checks the model is one image in, one score vector out; returns (input type, output type)."""
+def output_names(tflite_bytes) -> list[str]:
+    """The names of a .tflite model's outputs (from its signature), in the order of its output tensors."""
+    model = tfl.Model.GetRootAs(tflite_bytes, 0)
+    graph = model.Subgraphs(0)
+    if not model.SignatureDefsLength():
+        return [f"output_{i}" for i in range(graph.OutputsLength())]
+    signature = model.SignatureDefs(0)
+    by_tensor = {signature.Outputs(i).TensorIndex(): signature.Outputs(i).Name().decode()
+                 for i in range(signature.OutputsLength())}
+    return [by_tensor.get(graph.Outputs(i), f"output_{i}") for i in range(graph.OutputsLength())]
+
+
+def _check_classifier(model, num_labels, source, tflite_bytes):
+    """Checks the model is one image in and class scores out; returns (input type, output names).
+
+    The output names are ``["scores"]`` for one score vector, else one of :data:`TOP_K_LAYOUTS`."""
     if model.SubgraphsLength() < 1:
         raise CbrError(f"{source} is not a cbr-lite model: it has no subgraph")
     graph = model.Subgraphs(0)
-    if graph.InputsLength() != 1 or graph.OutputsLength() != 1:
+    names = output_names(tflite_bytes) if graph.OutputsLength() > 1 else ["scores"]
+    if graph.InputsLength() != 1 or (graph.OutputsLength() != 1 and names not in TOP_K_LAYOUTS):
         raise CbrError(
-            f"{source} has {graph.InputsLength()} inputs and {graph.OutputsLength()} outputs: "
-            "an image classifier needs exactly one of each"
+            f"{source} has {graph.InputsLength()} inputs and {graph.OutputsLength()} outputs: an image classifier "
+            f"needs one input and one output (or the outputs {', '.join(TOP_K_LAYOUTS[0])})"
         )
     image = graph.Tensors(graph.Inputs(0))
-    scores = graph.Tensors(graph.Outputs(0))
     shape = _shape(image)
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape[1:3]) < 1:
         raise CbrError(f"{source} takes input of shape {shape}: expected one RGB image (1, H, W, 3)")
     if image.Type() not in (tfl.TensorType.FLOAT32, tfl.TensorType.UINT8):
         raise CbrError(f"{source} takes {_type_name(image.Type())} images: expected float32 or uint8")
-    out_shape = _shape(scores)
-    if len(out_shape) != 2 or out_shape[0] != 1:
-        raise CbrError(f"{source} outputs shape {out_shape}: expected scores (1, num_classes)")
-    if scores.Type() != tfl.TensorType.FLOAT32:
-        raise CbrError(f"{source} outputs {_type_name(scores.Type())} scores: expected float32")
-    if out_shape[1] != num_labels:
-        raise CbrError(f"{source} outputs {out_shape[1]} scores but {num_labels} labels were given")
-    return image.Type(), scores.Type()
+    for index, name in enumerate(names):
+        tensor = graph.Tensors(graph.Outputs(index))
+        out_shape = _shape(tensor)
+        if len(out_shape) != 2 or out_shape[0] != 1:
+            raise CbrError(f"{source} outputs shape {out_shape}: expected scores (1, num_classes)")
+        if tensor.Type() != tfl.TensorType.FLOAT32:
+            raise CbrError(f"{source} outputs {_type_name(tensor.Type())} scores: expected float32")
+        wanted = num_labels if name in ("scores", CLASS_SCORES) else min(out_shape[1], num_labels)
+        if out_shape[1] != wanted:
+            raise CbrError(f"{source} outputs {out_shape[1]} {'scores' if wanted == num_labels else name} but "
+                           f"{num_labels} labels were given")
+    return image.Type(), names
 
 
-def _build_metadata(*, name, description, mean, std, uint8_input, extra_names):
+def _build_metadata(*, name, description, mean, std, uint8_input, extra_names, outputs=("scores",)):
     """The ``ModelMetadata`` FlatBuffer (identifier M001), built with the generated object API."""
     if uint8_input:
         low, high = [0.0], [255.0]
@@ -221,16 +248,28 @@ def _build_metadata(*, name, description, mean, std, uint8_input, extra_names):
                                           options=schema.NormalizationOptionsT(mean=mean, std=std))],
         stats=schema.StatsT(max=high, min=low),
     )
-    scores = schema.TensorMetadataT(
-        name="scores", description="One score per class; the highest is the prediction.",
-        content=schema.ContentT(contentPropertiesType=schema.ContentProperties.FeatureProperties,
-                                contentProperties=schema.FeaturePropertiesT()),
-        associatedFiles=[_associated_file(LABELS_FILE, "Class names, one per score.",
-                                          schema.AssociatedFileType.TENSOR_AXIS_LABELS)],
-    )
+    described = {
+        "scores": ("scores", "One score per class; the highest is the prediction."),
+        CLASS_SCORES: ("scores", "One score per class; the highest is the prediction (classes the search did not "
+                                 "reach have the lowest float)."),
+        TOP_CLASSES: (TOP_CLASSES, "The best classes' numbers (float32), best first; -1 where fewer were found."),
+        TOP_SCORES: (TOP_SCORES, "The scores of top_classes, in the same order."),
+    }
+    axis = ("Class names, one per score.", schema.AssociatedFileType.TENSOR_AXIS_LABELS)
+    labels_for = {"scores": axis, CLASS_SCORES: axis,
+                  TOP_CLASSES: ("Class names, one per class number.", schema.AssociatedFileType.TENSOR_VALUE_LABELS)}
+    results = [
+        schema.TensorMetadataT(
+            name=described[output][0], description=described[output][1],
+            content=schema.ContentT(contentPropertiesType=schema.ContentProperties.FeatureProperties,
+                                    contentProperties=schema.FeaturePropertiesT()),
+            associatedFiles=[_associated_file(LABELS_FILE, *labels_for[output])] if output in labels_for else None,
+        )
+        for output in outputs
+    ]
     root = schema.ModelMetadataT(
         name=name, description=description, minParserVersion=MIN_PARSER_VERSION,
-        subgraphMetadata=[schema.SubGraphMetadataT(inputTensorMetadata=[image], outputTensorMetadata=[scores])],
+        subgraphMetadata=[schema.SubGraphMetadataT(inputTensorMetadata=[image], outputTensorMetadata=results)],
         associatedFiles=[_associated_file(n, "cbr-lite data", schema.AssociatedFileType.UNKNOWN)
                          for n in extra_names] or None,
     )
@@ -331,8 +370,9 @@ def read_metadata(tflite_bytes, *, source="the model"):
     Returns:
         A dict with ``name``, ``description``, ``labels`` (list of str), ``mean`` and ``std`` (lists of
         float), ``input_size`` ``(height, width)``, ``input_dtype`` ("float32" or "uint8"),
-        ``num_classes``, ``min_parser_version``, ``associated_files`` (sorted names packed in the model)
-        and ``cbr_info`` (the parsed ``cbr.json``, or None).
+        ``num_classes``, ``min_parser_version``, ``outputs`` (the output tensors' metadata names: ``["scores"]``,
+        or with a top-K output ``["scores", "top_classes", "top_scores"]`` / ``["top_classes", "top_scores"]``),
+        ``associated_files`` (sorted names packed in the model) and ``cbr_info`` (the parsed ``cbr.json``, or None).
 
     Raises:
         CbrError: not a TFLite model, no image-classifier metadata, or a damaged file.
@@ -397,11 +437,16 @@ def _read_metadata(tflite_bytes, source):
             norm = schema.NormalizationOptions()
             norm.Init(unit.Options().Bytes, unit.Options().Pos)
             mean, std = _floats(norm.MeanAsNumpy()), _floats(norm.StdAsNumpy())
-    label_names = [
-        _text(f.Name())
-        for f in (_items(outputs[0], "AssociatedFiles", size) if outputs else [])
-        if f.Type() == schema.AssociatedFileType.TENSOR_AXIS_LABELS
+    # The labels: those of a score vector's axis (in image classifiers, output 0), else those of a class-number
+    # output's values (a top-K output only); which output the axis labels belong to is kept for the check below.
+    label_files = [
+        (f.Type(), index, _text(f.Name()))
+        for index, output in enumerate(outputs)
+        for f in _items(output, "AssociatedFiles", size)
+        if f.Type() in (schema.AssociatedFileType.TENSOR_AXIS_LABELS, schema.AssociatedFileType.TENSOR_VALUE_LABELS)
     ]
+    label_files.sort(key=lambda entry: entry[0] != schema.AssociatedFileType.TENSOR_AXIS_LABELS)
+    label_names = [name for _, _, name in label_files]
     if not mean or not std or not label_names:
         raise CbrError(
             f"{source} has TFLite metadata but not an image classifier's (normalisation and labels.txt)"
@@ -420,12 +465,14 @@ def _read_metadata(tflite_bytes, source):
     if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or not 1 <= min(shape[1:3]) <= max(shape[1:3]) <= MAX_INPUT_SIDE:
         raise CbrError(f"{source} takes input of shape {shape}: not one RGB image (1, H, W, 3) with sides of at "
                        f"most {MAX_INPUT_SIDE} pixels")
-    scores_shape = _shape(graph.Tensors(graph.Outputs(0)))
-    if not scores_shape or scores_shape[-1] != len(labels):
-        raise CbrError(
-            f"{source} has {len(labels)} labels in {label_names[0]} but its output has shape {scores_shape}: "
-            "the labels do not fit the model"
-        )
+    kind, labelled, _ = label_files[0]
+    if kind == schema.AssociatedFileType.TENSOR_AXIS_LABELS:  # one label per score (class numbers need no check)
+        scores_shape = _shape(graph.Tensors(graph.Outputs(labelled))) if labelled < graph.OutputsLength() else []
+        if not scores_shape or scores_shape[-1] != len(labels):
+            raise CbrError(
+                f"{source} has {len(labels)} labels in {label_names[0]} but its output has shape {scores_shape}: "
+                "the labels do not fit the model"
+            )
     cbr_info = None
     if CBR_INFO_FILE in packed:
         cbr_info = json.loads(read_associated_file(tflite_bytes, CBR_INFO_FILE, source=source))
@@ -439,6 +486,7 @@ def _read_metadata(tflite_bytes, source):
         "input_size": (shape[1], shape[2]),
         "input_dtype": _type_name(image.Type()),
         "num_classes": len(labels),
+        "outputs": [_text(output.Name()) for output in outputs],
         "associated_files": packed,
         "cbr_info": cbr_info,
     }

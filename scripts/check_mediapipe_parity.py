@@ -151,8 +151,9 @@ def compare_answers(model: bytes, images, resize_method=None) -> dict:
             "max_any": float(np.abs(theirs - mine).max())}
 
 
-def build_model(embedder_name: str, quantize: str = "none", seed: int = 0) -> bytes:
-    """The classifier the issue describes: 10 classes of 28x28 thumbnails, 5 index images each."""
+def build_model(embedder_name: str, quantize: str = "none", seed: int = 0, index: str = "exact") -> bytes:
+    """The classifier the issue describes: 10 classes of 28x28 thumbnails, 5 index images each (``index``: as
+    ``cbr-lite build --index``)."""
     from cbr_lite.builder import classifier_file_from_index
     from cbr_lite.embedders import load_embedder
 
@@ -160,7 +161,7 @@ def build_model(embedder_name: str, quantize: str = "none", seed: int = 0) -> by
     images, labels = photo_images(KINDS["small (28x28)"], per_class=5, seed=seed + 100)
     names = [f"class_{c}" for c in range(int(labels.max()) + 1)]
     return classifier_file_from_index(embedder, embedder.embed(images), labels, names, quantize=quantize,
-                                      representative=images if quantize == "int8-full" else None)
+                                      representative=images if quantize == "int8-full" else None, index=index)
 
 
 def main(argv=None) -> int:

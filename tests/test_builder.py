@@ -304,3 +304,96 @@ def test_int8_full_file_takes_uint8_pixels_and_agrees_with_float(big_albums, que
         classifier_file_from_index(TINY, read_classifier_file(data).index_embeddings,
                                    read_classifier_file(data).image_labels, sorted(tiny_embedder.COLOURS),
                                    quantize="int8-full")
+
+
+# --- IVF files (cbr_lite.ivf): the head for very many classes, here on a tiny index -------------------------------
+
+LOWEST = np.finfo(np.float32).min
+
+
+def _ivf_reference(read, query_embeddings, nlist, nprobe):
+    """What the IVF file must answer, from NumPy: the same seeded lists, then :func:`cbr_lite.ivf.ivf_scores`;
+    each class found scores its best image, the others the lowest float32."""
+    from cbr_lite import ivf
+
+    mean = read.index_embeddings.mean(axis=0) if read.center else 0.0
+    lists = ivf.build_inverted_lists(read.index_embeddings - mean, read.image_labels, len(read.class_names), nlist)
+    scores, classes = ivf.ivf_scores(lists, query_embeddings - mean, nprobe, k=len(read.class_names))
+    expected = np.full((len(query_embeddings), len(read.class_names)), LOWEST, np.float32)
+    for row, (s, c) in enumerate(zip(scores, classes)):
+        expected[row, c[c >= 0]] = s[c >= 0]
+    return expected
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_ivf_file_answers_as_the_numpy_reference_and_keeps_its_lists_through_remove_and_add(tmp_path, big_albums,
+                                                                                            embedder, queries, center):
+    data = build_classifier_file(big_albums, TINY, index="ivf:4:2", center=center)
+    read = read_classifier_file(data)
+    assert read.index["spec"] == "ivf:4:2" and (read.index["nlist"], read.index["nprobe"]) == (4, 2)
+    assert read.index["rows_read"] == 2 * read.index["list_length"] and read.index["full_scores"]
+    assert read.center == center and read_metadata(data)["outputs"] == ["scores", "top_classes", "top_scores"]
+    expected = _ivf_reference(read, embedder.embed(queries), 4, 2)
+    scores = Classifier(data).scores(queries)
+    np.testing.assert_array_equal(scores == LOWEST, expected == LOWEST)  # the same classes found
+    np.testing.assert_allclose(scores, expected, atol=2e-5)
+    assert (scores.argmax(1)[:3] == [0, 1, 2]).all()  # the three clear colours
+    assert {"TOPK_V2", "BATCH_MATMUL", "UNSORTED_SEGMENT_MAX"} <= set(dict(classifier.count_ops(data)))
+    # remove and add rebuild the lists from the index they leave, with the same --index.
+    smaller = remove_classes(data, ["green, leafy"])
+    kept = read_classifier_file(smaller)
+    assert kept.index["spec"] == "ivf:4:2" and kept.center == center
+    np.testing.assert_allclose(Classifier(smaller).scores(queries), _ivf_reference(kept, embedder.embed(queries), 4, 2),
+                               atol=2e-5)
+    more = tiny_embedder.write_albums(tmp_path, {"green, leafy": tiny_embedder.COLOURS["green, leafy"]}, per_class=22)
+    regrown = add_classes(smaller, more)
+    assert read_classifier_file(regrown).index == read.index
+    np.testing.assert_allclose(Classifier(regrown).scores(queries), scores, atol=2e-5)
+
+
+def test_ivf_probing_every_list_is_the_exact_search_of_its_int8_rows(big_albums, embedder, queries):
+    from cbr_lite.quantization import dequantize_index, quantize_index
+    from cbr_lite.similarity import l2_normalize
+
+    data = build_classifier_file(big_albums, TINY, index="ivf:4:4")
+    read = read_classifier_file(data)
+    rows = dequantize_index(*quantize_index(l2_normalize(read.index_embeddings), "row"))
+    # The head scores the unit query against the dequantised rows as they are (not normalised again).
+    exact = class_scores(l2_normalize(embedder.embed(queries)) @ rows.T, read.image_labels, 3)
+    np.testing.assert_allclose(Classifier(data).scores(queries), exact, atol=2e-5)
+
+
+def test_ivf_file_without_the_full_vector_gives_the_top_classes_to_the_classifier(big_albums, queries, monkeypatch):
+    """Above ivf.FULL_SCORES_LIMIT classes the file outputs only the top classes and scores; labels.txt then
+    names the values of top_classes, and Classifier makes the score vector from the two outputs."""
+    from cbr_lite import ivf
+
+    full = build_classifier_file(big_albums, TINY, index="ivf:4:2")
+    monkeypatch.setattr(ivf, "FULL_SCORES_LIMIT", 1)
+    data = build_classifier_file(big_albums, TINY, index="ivf:4:2")
+    metadata = read_metadata(data)
+    assert metadata["outputs"] == ["top_classes", "top_scores"] and metadata["labels"] == sorted(tiny_embedder.COLOURS)
+    assert not read_classifier_file(data).index["full_scores"]
+    top_only, with_vector = Classifier(data), Classifier(full)
+    assert top_only.top_k_only and not with_vector.top_k_only
+    np.testing.assert_allclose(top_only.scores(queries), with_vector.scores(queries), atol=1e-6)
+    assert top_only.predict(queries, top_k=2) == with_vector.predict(queries, top_k=2)
+    assert read_metadata(remove_classes(data, ["blåbær"]))["outputs"] == ["top_classes", "top_scores"]
+
+
+def test_ivf_refuses_what_it_cannot_do_before_loading_the_embedder(albums, monkeypatch):
+    monkeypatch.setattr(builder, "resolve_embedder", lambda *a, **k: pytest.fail("loaded before checking options"))
+    with pytest.raises(CbrError, match="unknown index 'ivf:x'"):
+        build_classifier_file(albums, TINY, index="ivf:x")
+    with pytest.raises(CbrError, match="use aggregation max with it"):
+        build_classifier_file(albums, TINY, index="ivf", aggregation="mean")
+    with pytest.raises(CbrError, match="use quantisation none, float16 or int8 with it"):
+        build_classifier_file(albums, TINY, index="ivf", quantize="int8-full")
+
+
+def test_ivf_with_more_lists_than_images_is_refused_and_so_is_a_remove_that_leaves_too_few(albums, model):
+    with pytest.raises(CbrError, match="10 lists for 9 index images; use at most 9 lists"):
+        build_classifier_file(albums, TINY, index="ivf:10")
+    data = build_classifier_file(albums, TINY, index="ivf:9:2")
+    with pytest.raises(CbrError, match="9 lists for 6 index images"):
+        remove_classes(data, ["blåbær"])

@@ -171,3 +171,31 @@ def test_build_classify_with_the_offline_glyph_cnn(albums, queries, tmp_path, ca
     for result, row in zip(results, expected):
         scores = {p["label"]: p["score"] for p in result["predictions"]}
         np.testing.assert_allclose([scores[name] for name in read.class_names], row, atol=2e-5)
+
+
+def test_build_with_an_ivf_index_and_inspect_its_lists(albums, tmp_path, capsys):
+    out = tmp_path / "ivf.tflite"
+    assert cli.main(["build", str(albums), "-o", str(out), "--embedder", TINY, "--index", "ivf:3:2"]) == 0
+    assert "index:        IVF (ivf:3:2): 3 lists" in capsys.readouterr().out
+    assert cli.main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 probed per query: reads 6 of 9 rows (66.7%)" in text and "outputs the 3 best classes and every" in text
+    assert "TOPK_V2" in text and "BATCH_MATMUL" in text
+    assert cli.main(["inspect", str(out), "--json"]) == 0
+    index = json.loads(capsys.readouterr().out)["index"]
+    assert (index["kind"], index["nlist"], index["nprobe"], index["list_length"], index["rows_read"]) == ("ivf", 3, 2, 3, 6)
+    assert index["index_bytes"] == 9 * tiny_embedder.DIM + 9 * 4 + 9 * 4 + 3 * tiny_embedder.DIM * 4 + 3 * 4 + 3 * 4
+
+
+def test_exact_models_say_so_in_inspect_json(built, capsys):
+    assert cli.main(["inspect", str(built), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["index"] == {"kind": "exact"}
+
+
+@pytest.mark.parametrize("index, message", [("ivf:0", "unknown index 'ivf:0'"), ("flat", "unknown index 'flat'"),
+                                            ("ivf:4:8", "probes more lists than it has")])
+def test_a_bad_index_is_a_one_line_error_and_writes_nothing(albums, tmp_path, capsys, index, message):
+    assert cli.main(["build", str(albums), "-o", str(tmp_path / "m.tflite"), "--embedder", TINY, "--index", index]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cbr-lite: error: ") and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

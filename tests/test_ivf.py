@@ -167,26 +167,3 @@ def test_fewer_classes_found_than_asked_for_leave_padded_slots():
     outputs = ivf.build_ivf_head(lists, nprobe=1, top_k=3).predict_on_batch(np.eye(6)[:1])
     assert outputs["top_classes"][0, 1:].tolist() == [-1.0, -1.0]
     assert outputs["top_scores"][0, 1:].tolist() == [PADDING_SCORE, PADDING_SCORE]
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("exact", ivf.IndexSpec()), ("ivf", ivf.IndexSpec("ivf")), ("ivf:64", ivf.IndexSpec("ivf", 64)),
-    ("ivf:64:8", ivf.IndexSpec("ivf", 64, 8)),
-])
-def test_parse_index(text, expected):
-    assert ivf.parse_index(text) == expected and str(expected) == text
-
-
-@pytest.mark.parametrize("text", ["", "ivf:", "ivf:0", "ivf:8:0", "ivf:8:9", "ivf:x", "ivf:8:4:2", "flat", "exact:3"])
-def test_parse_index_refuses_anything_else(text):
-    with pytest.raises(CbrError, match="index"):
-        ivf.parse_index(text)
-
-
-def test_defaults_grow_with_the_index_and_stay_in_range():
-    assert ivf.default_nlist(1) == 1 and ivf.default_nlist(10) <= 10
-    assert ivf.default_nlist(1_000_000) == 1024 and ivf.default_nprobe(1024) == 16
-    assert ivf.default_nprobe(2) == 2
-    assert ivf.resolve_spec(ivf.IndexSpec("ivf"), 100) == (8, 4)
-    with pytest.raises(CbrError, match="at most 10 lists"):
-        ivf.resolve_spec(ivf.IndexSpec("ivf", 11), 10)

@@ -62,3 +62,17 @@ def test_classify_and_mediapipe_agree_on_small_large_and_non_square_images(quant
         # differently (largest difference measured: 3.3e-3); in float32 only summation order differs.
         # int8-full: uint8 pixels in, both runtimes run the same integer kernels (MediaPipe loads it as is).
         assert result["max_any"] < (1e-2 if quantize == "int8" else 1e-4), (kind, result)
+
+
+def test_mediapipe_reads_an_ivf_files_full_score_vector_as_classify_does():
+    """An IVF file (issue 16) of up to ivf.FULL_SCORES_LIMIT classes has the full per-class vector as its first
+    output, labelled: MediaPipe's first classification head is that vector, classes the search did not reach
+    included (the lowest float32 in both)."""
+    from cbr_lite.classifier import Classifier
+
+    model = parity.build_model("glyph-cnn", index="ivf:8:3")
+    images, _ = parity.photo_images(parity.KINDS["small (28x28)"], per_class=2, seed=1)
+    result = parity.compare_answers(model, images)
+    assert result["agreement"] >= 0.995 and result["max_any"] < 1e-4, result
+    not_found = Classifier(model).scores(images) == np.finfo(np.float32).min
+    assert not_found.any() and not not_found.all(axis=1).any()  # some classes unreached, never all
