@@ -11,7 +11,8 @@ few numbers of probes around the default it converts the head and measures:
 - ``recall``: the fraction of queries whose top-1 class is the exact answer (the float cosine argmax
   over the whole index), run with LiteRT;
 - ``latency_ms`` / ``latency_1thread_ms``: LiteRT, one query at a time, 2 threads / 1 thread (median and
-  ``best_ms``, the fastest run, which the machine's other jobs distort least);
+  ``best_ms``, the fastest run, which the machine's other jobs distort least), each run a different query,
+  so the probed lists are not still in the CPU cache from the run before;
 - ``size_bytes`` next to ``int8_index_bytes`` (``classes x dim``, the raw int8 index);
 - ``build_s``: k-means (``kmeans_s``) + conversion (``convert_s``), wall and CPU seconds;
 - ``memory_bytes``: how much the resident memory of a fresh process grows when it loads the model from
@@ -28,6 +29,7 @@ from __future__ import annotations
 # IVF head (cbr_lite.ivf) are imported only inside the functions that measure.
 import argparse
 import gc
+import itertools
 import json
 import os
 import subprocess
@@ -40,6 +42,7 @@ import numpy as np
 
 from cbr_lite import bench
 from cbr_lite.files import write_atomically
+from cbr_lite.index_choice import default_nprobe
 
 IVF_CLASSES = (100_000, 300_000, 1_000_000)
 QUICK_IVF_CLASSES = (3_000, 10_000)
@@ -118,10 +121,33 @@ def _convert(head, quantize: str, path: Path):
     return tflite, convert_s, convert_cpu_s, path
 
 
-def _latencies(runner_bytes: bytes, query: np.ndarray, threads: int) -> dict:
-    many = bench.litert_latency(runner_bytes, query, threads)
-    one = bench.litert_latency(runner_bytes, query, 1)
-    return {"latency_ms": many[0], "best_ms": many[1], "latency_1thread_ms": one[0], "best_1thread_ms": one[1]}
+def one_query_after_another(queries: np.ndarray, run) -> callable:
+    """A function that calls ``run(query)`` with the next of ``queries`` (from the first again after the last).
+
+    Timed with :func:`cbr_lite.bench.time_ms`, it gives the time of a query whose lists are not those of the
+    query before: repeating one query would time lists that stay in the CPU cache from run to run.
+    """
+    rows = itertools.cycle([np.ascontiguousarray(query[None], dtype=np.float32) for query in queries])
+    return lambda: run(next(rows))
+
+
+def _latencies(tflite: bytes, queries: np.ndarray, threads: int) -> dict:
+    """LiteRT's median and fastest ms per query with ``threads`` threads and with 1, over different queries."""
+    from cbr_lite.export import LiteRTModel
+
+    times = {}
+    for key, count in (("", threads), ("_1thread", 1)):
+        model = LiteRTModel(tflite, num_threads=count)
+        interpreter, tensor = model.interpreter, model.input["index"]
+
+        def run(query):
+            interpreter.set_tensor(tensor, query)
+            interpreter.invoke()
+
+        times[f"latency{key}_ms"], times[f"best{key}_ms"] = bench.time_ms(
+            one_query_after_another(queries, run), min_repeats=20, max_repeats=200, budget_s=1.0)
+        del model, interpreter
+    return times
 
 
 def _record(method, classes, dim, **fields) -> dict:
@@ -149,7 +175,7 @@ def measure_ivf(lists, kmeans_s, kmeans_cpu_s, queries, truth, nprobe, threads, 
                    convert_cpu_s=convert_cpu_s, build_s=kmeans_s + convert_s, build_cpu_s=kmeans_cpu_s + convert_cpu_s,
                    memory_bytes=loaded_memory(path, queries[:200]), rows_read=lists.rows_read(nprobe),
                    list_length=lists.list_length, smallest_list=int(lists.sizes.min()),
-                   **_latencies(tflite, queries[0], threads))
+                   **_latencies(tflite, queries, threads))
 
 
 def measure_faiss_ivf(index, centres, queries, truth, nprobes, threads) -> list:
@@ -166,9 +192,10 @@ def measure_faiss_ivf(index, centres, queries, truth, nprobes, threads) -> list:
     for nprobe in nprobes:
         search.nprobe = int(nprobe)
         found = search.search(queries, 1)[1][:, 0]
-        latency, best = bench.time_ms(lambda: search.search(queries[:1], 1))
+        timed = one_query_after_another(queries, lambda query: search.search(query, 1))
+        latency, best = bench.time_ms(timed, min_repeats=20, max_repeats=200, budget_s=1.0)
         faiss.omp_set_num_threads(1)
-        one, one_best = bench.time_ms(lambda: search.search(queries[:1], 1))
+        one, one_best = bench.time_ms(timed, min_repeats=20, max_repeats=200, budget_s=1.0)
         faiss.omp_set_num_threads(threads)
         records.append(_record("faiss_ivf", len(index), index.shape[1], nlist=len(centres), nprobe=int(nprobe),
                                recall=float(np.mean(found == truth)), latency_ms=latency, best_ms=best,
@@ -193,14 +220,12 @@ def measure_exact_int8(index, labels, queries, truth, threads, folder: Path) -> 
                    size_bytes=len(tflite), convert_s=convert_s, convert_cpu_s=convert_cpu_s, build_s=convert_s,
                    build_cpu_s=convert_cpu_s, memory_bytes=loaded_memory(path, queries[:20]), rows_read=len(index),
                    note="recall on 200 queries (LiteRT rounds the query to int8)",
-                   **_latencies(tflite, queries[0], threads))
+                   **_latencies(tflite, queries, threads))
 
 
 def nprobes_around(nlist: int, factors=None) -> list:
     """The probes to measure: the default for ``nlist`` times each factor, rounded, distinct, within 1..nlist."""
-    from cbr_lite import ivf
-
-    default = ivf.default_nprobe(nlist)
+    default = default_nprobe(nlist)
     return sorted({min(nlist, max(1, round(default * f))) for f in factors or NPROBE_FACTORS})
 
 
@@ -276,12 +301,10 @@ def markdown_table(records: list) -> str:
 
 def target_check(records: list) -> list:
     """``[(target, figure, met), ...]`` for the IVF head at :data:`TARGETS`' size with the default probes."""
-    from cbr_lite import ivf
-
     size = [r for r in records if r["method"] == "ivf" and r["classes"] == TARGETS["classes"] and r["dim"] == TARGETS["dim"]]
     if not size:
         return []
-    r = next((r for r in size if r["nprobe"] == ivf.default_nprobe(r["nlist"])), size[0])
+    r = next((r for r in size if r["nprobe"] == default_nprobe(r["nlist"])), size[0])
     latency = min(v for v in (r["latency_ms"], r["latency_1thread_ms"]) if v is not None)
     ratio = r["size_bytes"] / r["int8_index_bytes"]
     return [(f"recall@1 >= {TARGETS['recall']}", f"{r['recall']:.3f}", r["recall"] >= TARGETS["recall"]),

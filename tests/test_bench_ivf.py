@@ -18,6 +18,15 @@ def test_exact_top1_finds_the_best_row_across_blocks():
     np.testing.assert_array_equal(bench_ivf.exact_top1(queries, index, block=16), (queries @ index.T).argmax(1))
 
 
+def test_latency_is_timed_over_one_query_after_another():
+    seen = []
+    timed = bench_ivf.one_query_after_another(np.arange(6, dtype=np.float64).reshape(3, 2), seen.append)
+    for _ in range(4):
+        timed()
+    assert [row.tolist() for row in seen] == [[[0, 1]], [[2, 3]], [[4, 5]], [[0, 1]]]
+    assert all(row.dtype == np.float32 and row.flags.c_contiguous for row in seen)
+
+
 def test_nprobes_around_the_default_stay_in_range():
     assert bench_ivf.nprobes_around(1024) == [8, 16, 32]
     assert bench_ivf.nprobes_around(4) == [2, 4]
