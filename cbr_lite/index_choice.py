@@ -1,7 +1,7 @@
 """What ``--index`` asks for: the exact head, or an IVF head with how many lists and probes.
 
 The exact head (:mod:`cbr_lite.retrieval`) compares a query with every index image: its time per query is
-the time to read the index (notebook 06), so it suits indexes up to some tens of MB, tens of thousands of
+the time to read the index (notebook 07), so it suits indexes up to some tens of MB, tens of thousands of
 classes. The IVF head (:mod:`cbr_lite.ivf`) reads only ``nprobe`` of ``nlist`` lists: for hundreds of
 thousands to millions of classes, at the price of k-means when it is built and a recall below 1.
 
