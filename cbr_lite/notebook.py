@@ -21,7 +21,7 @@ from cbr_lite.locations import REPOSITORY_ROOT
 
 #: The packages whose versions the notebooks depend on (their ranges come from ``pyproject.toml``).
 CHECKED_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
-MINIMUM_PYTHON = (3, 11)
+MINIMUM_PYTHON = (3, 10)
 DEFAULT_SEED = 42
 
 _FIX_LOCAL = (
@@ -47,16 +47,23 @@ def required_versions(pyproject: Path | None = None) -> dict[str, str]:
     """Version ranges of :data:`CHECKED_PACKAGES`, e.g. ``{"keras": ">=3.15,<4", ...}``.
 
     Read from the repository's ``pyproject.toml`` when there is one (the source of truth), otherwise from
-    the installed package's metadata (which was generated from it).
+    the installed package's metadata (which was generated from it). A range with an environment marker
+    counts where its marker holds (keras's range differs on Python 3.10).
     """
     from packaging.requirements import Requirement
 
     pyproject = Path(pyproject) if pyproject else REPOSITORY_ROOT / "pyproject.toml"
     lines = None
     if pyproject.is_file():
-        import tomllib
-
-        lines = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10: the test extras install its backport
+            try:
+                import tomli as tomllib
+            except ModuleNotFoundError:
+                tomllib = None
+        if tomllib is not None:
+            lines = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     if lines is None:
         from importlib import metadata
 
@@ -68,7 +75,7 @@ def required_versions(pyproject: Path | None = None) -> dict[str, str]:
     for line in lines:
         requirement = Requirement(line)
         name = requirement.name.lower().replace("_", "-")
-        if name in CHECKED_PACKAGES and requirement.marker is None:
+        if name in CHECKED_PACKAGES and (requirement.marker is None or requirement.marker.evaluate({"extra": ""})):
             ranges[name] = str(requirement.specifier)
     return ranges
 
@@ -90,7 +97,7 @@ def version_problems(python: tuple = None, versions: dict | None = None, ranges:
     tests pass their own.
 
     >>> version_problems((3, 9), {"numpy": "1.20.0"}, {"numpy": ">=1.26,<3"})
-    ['Python 3.9 is too old (cbr-lite needs 3.11 or newer)', 'numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3']
+    ['Python 3.9 is too old (cbr-lite needs 3.10 or newer)', 'numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3']
     """
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version

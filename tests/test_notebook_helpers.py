@@ -21,7 +21,7 @@ def test_each_problem_is_named_with_the_range_wanted():
     ranges = {"numpy": ">=1.26,<3", "keras": ">=3.15,<4", "tensorflow": ">=2.21,<2.22"}
     problems = notebook.version_problems((3, 9), {"numpy": "1.20.0", "keras": "3.15.0"}, ranges)
     assert problems == [
-        "Python 3.9 is too old (cbr-lite needs 3.11 or newer)",
+        "Python 3.9 is too old (cbr-lite needs 3.10 or newer)",
         "numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3",
         "tensorflow is not installed (cbr-lite needs >=2.21,<2.22)",
     ]
@@ -36,6 +36,13 @@ def test_the_ranges_come_from_pyproject(tmp_path):
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[project]\ndependencies = ["numpy>=9.0", "keras<2", "pillow>=10"]\n')
     assert notebook.required_versions(pyproject) == {"numpy": ">=9.0", "keras": "<2"}
+
+
+def test_a_range_counts_where_its_marker_holds(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\ndependencies = ["keras>=3.15; python_version >= \'3.11\'", '
+                         '"keras>=3.12; python_version < \'3.11\'"]\n')
+    assert notebook.required_versions(pyproject) == {"keras": ">=3.15" if sys.version_info >= (3, 11) else ">=3.12"}
 
 
 def test_the_repository_pins_every_checked_package():

@@ -1,7 +1,10 @@
 """The two ways to install cbr-lite (pip with pyproject.toml, conda with environment.yml) must agree."""
 
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extras install its backport
+    import tomli as tomllib
 from pathlib import Path
 
 import pytest
