@@ -12,7 +12,7 @@
 # test extras, and the venv's Jupyter kernel. It is done once and redone only when pyproject.toml changes,
 # so every later run works offline.
 #
-# Which Python: cbr-lite supports Python 3.11-3.13. By default the newest of python3.13 ... python3.11,
+# Which Python: cbr-lite supports Python 3.10-3.13. By default the newest of python3.13 ... python3.10,
 # python3 on PATH that runs, in .venv. PYTHON=python3.12 (or a path) chooses one, in a venv of its own
 # (.venv-3.12), so no venv made with another Python is reused: run.sh uses exactly that Python or stops
 # with one line saying why. A pyenv shim that fails because pyenv has selected another version is taken
@@ -23,7 +23,7 @@ CALLER_DIR=$PWD                   # a relative PYTHON=../bin/python is relative 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 export TF_CPP_MIN_LOG_LEVEL=3     # TensorFlow's C++ start-up chatter would otherwise reach the notebooks' stderr
 export PYTHONDONTWRITEBYTECODE=1
-SUPPORTED="3.11, 3.12 or 3.13"
+SUPPORTED="3.10, 3.11, 3.12 or 3.13"
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
@@ -33,7 +33,7 @@ version_of() {
 }
 
 is_supported() {
-    case "$1" in 3.11|3.12|3.13) return 0 ;; *) return 1 ;; esac
+    case "$1" in 3.10|3.11|3.12|3.13) return 0 ;; *) return 1 ;; esac
 }
 
 # A pyenv shim (<root>/shims/NAME) runs NAME only from the versions pyenv has selected (and fails with
@@ -58,7 +58,7 @@ python_from_env() {
     fi
     if ! is_supported "$version"; then
         case "$version" in
-            [0-2].*|3.[0-9]|3.10) die "PYTHON=$PYTHON is Python $version, too old: cbr-lite needs Python $SUPPORTED (keras and matplotlib releases it needs have no $version builds)" ;;
+            [0-2].*|3.[0-9]) die "PYTHON=$PYTHON is Python $version, too old: cbr-lite needs Python $SUPPORTED" ;;
             *) die "PYTHON=$PYTHON is Python $version, too new: tensorflow 2.21 has no wheels for it; use Python $SUPPORTED" ;;
         esac
     fi
@@ -71,7 +71,7 @@ python_from_env() {
 
 default_python() {
     local candidate version
-    for candidate in python3.13 python3.12 python3.11 python3; do
+    for candidate in python3.13 python3.12 python3.11 python3.10 python3; do
         if command -v "$candidate" >/dev/null 2>&1 && version=$(version_of "$candidate") && is_supported "$version"; then
             command -v "$candidate"
             return 0

@@ -8,7 +8,10 @@ that answer the two questions run.sh asks (``-c`` for the version, ``--version``
 import re
 import shutil
 import subprocess
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extras install its backport
+    import tomli as tomllib
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,20 @@ def test_without_python_the_newest_supported_python_that_runs_is_used_in_dot_ven
     assert done.stdout.strip().endswith("python3.12), venv .venv")
 
 
+@pytest.mark.parametrize("version", ["3.10.13", "3.13.0"])
+def test_the_oldest_and_the_newest_supported_python_are_used(project, version):
+    minor = ".".join(version.split(".")[:2])
+    python = fake_python(project / "bin" / f"python{minor}", version)
+    for other in {"python3.10", "python3.11", "python3.12", "python3.13", "python3"} - {python.name}:
+        failing_shim(project / "bin" / other)  # the machine's own Pythons must not be chosen instead
+    chosen = run_sh(project, "python", python=python.name)
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.strip() == f"run.sh: Python {version} ({python}), venv .venv-{minor}"
+    chosen = run_sh(project, "python")
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.strip() == f"run.sh: Python {version} ({python}), venv .venv"
+
+
 def test_a_failing_pyenv_shim_means_that_version_as_pyenv_installed_it(project):
     root = project / "pyenv"
     failing_shim(root / "shims" / "python3.12")
@@ -96,11 +113,10 @@ def test_a_relative_python_path_is_relative_to_where_run_sh_was_called(project, 
 
 
 @pytest.mark.parametrize("make, expected", [
-    (lambda bin_: "python3.12", "PYTHON=python3.12: no such command; set PYTHON to Python 3.11, 3.12 or 3.13"),
+    (lambda bin_: "python3.12", "PYTHON=python3.12: no such command; set PYTHON to Python 3.10, 3.11, 3.12 or 3.13"),
     (lambda bin_: failing_shim(bin_ / "shims" / "python3.12"), "does not run"),
     (lambda bin_: fake_python(bin_ / "python3.14", "3.14.0"), "is Python 3.14, too new: tensorflow 2.21 has no wheels"),
-    (lambda bin_: fake_python(bin_ / "python3.10", "3.10.13"), "is Python 3.10, too old: cbr-lite needs Python 3.11"),
-    (lambda bin_: fake_python(bin_ / "python3.9", "3.9.18"), "is Python 3.9, too old"),
+    (lambda bin_: fake_python(bin_ / "python3.9", "3.9.18"), "is Python 3.9, too old: cbr-lite needs Python 3.10"),
     (lambda bin_: fake_python(bin_ / "python2", "2.7.18"), "is Python 2.7, too old"),
 ])
 def test_a_python_that_cannot_be_used_stops_run_sh_with_one_line(project, make, expected):
