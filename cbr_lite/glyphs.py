@@ -92,7 +92,8 @@ UNICODE_FACES = (
 )
 # Computer Modern (BaKoMa) fonts use TeX encodings where punctuation slots hold other glyphs (in cmr10
 # "<" is an inverted "!"), so they are trusted for ASCII letters and digits only.
-TEX_FACES = ("cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmti10.ttf", "cmtt10.ttf", "cmmi10.ttf")
+# cmti10 is left out: matplotlib < 3.11 (the releases for Python 3.10) does not ship it.
+TEX_FACES = ("cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmmi10.ttf")
 TEX_CHARS = frozenset(map(ord, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"))
 
 MIN_FACES = 2            # a class needs two faces, so its samples differ by more than distortions
@@ -180,11 +181,21 @@ CLASSES_FILE = os.path.join(DATA_DIR, "glyph_classes.json")
 
 
 def classes_key():
-    """A fingerprint of everything the class lists depend on: blocks, rules, faces and font file sizes."""
+    """A fingerprint of everything the class lists depend on: blocks, rules, faces, font file sizes, and the
+    Unicode data (category and name) of every code point of the blocks that a face draws.
+
+    The Unicode data is taken character by character rather than as ``unicodedata.unidata_version``: each
+    Python ships another Unicode version, but none of the newer ones changes a character the fonts draw,
+    so one committed class file is current on every supported Python.
+    """
     fonts = {name: os.path.getsize(os.path.join(font_dir(), name)) if os.path.exists(os.path.join(font_dir(), name))
              else None for name in UNICODE_FACES + TEX_FACES}
+    drawn = frozenset().union(*font_coverage().values())
+    characters = [(c, unicodedata.category(chr(c)), unicodedata.name(chr(c), ""))
+                  for blocks in SPLITS.values() for first, last in blocks.values() for c in range(first, last + 1)
+                  if c in drawn]
     recipe = {"splits": SPLITS, "min_faces": MIN_FACES, "duplicate_iou": DUPLICATE_IOU, "fonts": fonts,
-              "tex_chars": sorted(TEX_CHARS), "unicode": unicodedata.unidata_version, "version": 1}
+              "tex_chars": sorted(TEX_CHARS), "characters": characters, "version": 2}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 

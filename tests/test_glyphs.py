@@ -36,6 +36,15 @@ def test_class_lists_are_recomputed_when_their_recipe_changes(monkeypatch):
     assert glyphs.classes_key() != key
 
 
+def test_the_committed_class_lists_are_current_on_this_python():
+    # The key takes each drawn character's Unicode data, not the Unicode version, which every Python
+    # changes: one committed file must serve Python 3.10-3.13 without recomputing (about 20 s).
+    import json
+
+    with open(glyphs.CLASSES_FILE) as file:
+        assert json.load(file)["key"] == glyphs.classes_key()
+
+
 def test_rendering_is_deterministic_per_sample_and_not_blank():
     classes = [("greek_alpha", 0x3B1), ("hebrew_alef", 0x5D0)]
     images, labels = glyphs.render_glyphs(classes, 3, seed=0)
