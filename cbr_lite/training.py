@@ -1,18 +1,27 @@
-"""The offline default embedder (``glyph-cnn``): its architecture and how it is trained.
+"""The offline default embedder (``glyph-cnn``): its architecture, the losses it is trained with, and the loop.
 
 The embedder is a small VGG-style CNN: 64x64 RGB in [0, 1] -> a raw ``EMBEDDING_DIM`` vector. It is
-trained as a *cosine classifier* (normalised softmax, as in face recognition's CosFace): the embedding
-is L2-normalised, multiplied by a matrix of L2-normalised class weight vectors, the cosines are scaled by
-``scale`` (a margin ``margin`` is subtracted from the true class first), and softmax cross-entropy is
-minimised over the *base* classes only. Training on cosines is what makes the embedding useful for
-retrieval: images of one class end up in the same direction, whatever class they are, so new (novel)
-classes can be recognised by cosine nearest neighbour without retraining.
+trained as a *cosine classifier* (normalised softmax, as in face recognition's CosFace): the embedding is
+L2-normalised and multiplied by a matrix of L2-normalised class vectors, the cosines are scaled by
+``scale`` (after a margin is subtracted from the true class's), and softmax cross-entropy is minimised over
+the *base* classes only. That head is itself a CbR head with one *learnt* vector per class instead of
+index images, which is why the embedding transfers: images of a class end up pointing one way, whatever
+the class, so new (novel) classes are recognised by cosine nearest neighbour without retraining.
 
-Only stock Keras layers are used, so the saved embedder loads with ``safe_mode=True``; the classifier
-head exists only during training and is not saved.
+Two additions from Taha's thesis *Closing the Gap Between Classification and Retrieval Models* can join
+the classification loss (``train(..., triplet_weight=..., svmax_weight=...)``):
 
->>> embedder = build_embedder()                          # doctest: +SKIP
->>> trainer = build_trainer(embedder, num_classes=100)   # doctest: +SKIP
+- a **retrieval head** on the same embedding: the batch-hard triplet loss (:func:`batch_hard_triplet_loss`)
+  over batches of P classes x K images (:func:`class_balanced_batches`);
+- **SVMax** (:func:`mean_singular_value`): the mean singular value of a batch of unit embeddings, between
+  ``sqrt(b)/d`` when they collapse onto one direction and ``sqrt(b/d)`` when they spread evenly
+  (:func:`svmax_bounds`); subtracting ``svmax_weight`` times it from the loss pushes against collapse.
+
+Only stock Keras layers are in the embedder, so it saves and loads with ``safe_mode=True``; the class
+vectors exist only during training and are not saved.
+
+>>> embedder = build_embedder()                                     # doctest: +SKIP
+>>> embedder, history = train(images, labels, steps=6000)          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import time
 
 import keras
 import numpy as np
+from PIL import Image
 
 from cbr_lite.errors import CbrError
 
@@ -38,8 +48,9 @@ def build_embedder(
 ) -> keras.Model:
     """The embedding network: float32 ``(n, 64, 64, 3)`` pixels in [0, 1] -> raw ``(n, embedding_dim)``.
 
-    Convolutions are followed by BatchNormalization and ReLU; global average pooling makes the features
-    independent of where in the image the object is; a final linear ``Dense`` gives the embedding.
+    Convolutions are followed by BatchNormalization and ReLU; global average pooling (the layer named
+    ``"pool"``) makes the features independent of where in the image the object is; a final linear
+    ``Dense`` named ``"embedding"`` gives the embedding.
     """
     inputs = keras.Input(shape=(*INPUT_SIZE, 3), name="pixels")
     x = keras.layers.Conv2D(widths[0], 5, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
@@ -57,26 +68,81 @@ def build_embedder(
     return keras.Model(inputs, embedding, name=name)
 
 
-def build_trainer(embedder: keras.Model, num_classes: int, scale: float = 16.0) -> keras.Model:
-    """Wrap ``embedder`` in the training-only cosine classifier: pixels -> ``scale * cos(embedding, class)``.
+#: Config keys that Keras 3.13+ writes, with the defaults it writes them at, and that Keras 3.12 (the newest
+#: release for Python 3.10) refuses as unknown arguments. Left out of a saved embedder when at their default.
+_NEWER_KERAS_DEFAULTS = {
+    "GlorotUniform": {"input_axes": None, "output_axes": None},
+    "BatchNormalization": {"renorm": False, "renorm_clipping": None, "renorm_momentum": 0.99},
+    "Dense": {"quantization_config": None},
+    "InputLayer": {"optional": False},
+}
+#: Every date inside a saved embedder: the file depends only on the weights, not on when it was written.
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
-    The class weights are kept at unit length by a ``UnitNorm`` constraint (applied after every update),
-    so the bias-free ``Dense`` layer outputs exactly the cosines between embedding and class directions.
+
+def embedder_file_bytes(embedder: keras.Model) -> bytes:
+    """The embedder as the bytes of a ``.keras`` file that every supported Keras loads with ``safe_mode=True``.
+
+    Keras saves to a path; its ``config.json`` is then stripped of the keys newer Keras versions add at
+    their defaults (:data:`_NEWER_KERAS_DEFAULTS`; Keras 3.12 would refuse them), and the save date and the
+    zip entries' dates are fixed, so the same weights always give the same bytes.
     """
-    inputs = keras.Input(shape=embedder.input_shape[1:], name="pixels")
-    unit = keras.layers.UnitNormalization(name="unit_embedding")(embedder(inputs))
-    cosines = keras.layers.Dense(
-        num_classes, use_bias=False, kernel_constraint=keras.constraints.UnitNorm(axis=0),
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.05), name="class_directions",
-    )(unit)
-    logits = keras.layers.Rescaling(scale, name="scale")(cosines)
-    return keras.Model(inputs, logits, name="cosine_classifier")
+    import io
+    import json
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    def strip(node):
+        if isinstance(node, dict):
+            config = node.get("config")
+            for key, default in _NEWER_KERAS_DEFAULTS.get(node.get("class_name"), {}).items():
+                if isinstance(config, dict) and key in config and config[key] == default:
+                    del config[key]
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "embedder.keras"
+        embedder.save(path)
+        stream = io.BytesIO()
+        with zipfile.ZipFile(path) as saved, zipfile.ZipFile(stream, "w") as portable:
+            for entry in saved.infolist():
+                data = saved.read(entry)
+                if entry.filename == "config.json":
+                    config = json.loads(data)
+                    strip(config)
+                    data = json.dumps(config).encode()
+                elif entry.filename == "metadata.json":
+                    data = json.dumps(json.loads(data) | {"date_saved": "1980-01-01@00:00:00"}).encode()
+                fixed = zipfile.ZipInfo(entry.filename, date_time=_FIXED_DATE)
+                fixed.compress_type, fixed.external_attr = entry.compress_type, entry.external_attr
+                portable.writestr(fixed, data)
+    return stream.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------- the losses
+
+
+def cosface_logits(cosines, labels, scale: float = 16.0, margin: float = 0.2):
+    """CosFace logits: ``scale * (cos - margin)`` for each row's true class, ``scale * cos`` for the others.
+
+    ``cosines (b, classes)`` are cosines between unit embeddings and unit class vectors; ``labels (b,)``
+    integers. The margin asks each image to be closer to its own class than to any rival by a gap, which
+    spreads the classes apart and transfers better to classes never trained on than plain softmax.
+    """
+    import tensorflow as tf
+
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    return scale * (cosines - margin * tf.one_hot(labels, tf.shape(cosines)[1], dtype=cosines.dtype))
 
 
 def margin_loss(num_classes: int, scale: float = 16.0, margin: float = 0.2):
-    """CosFace loss on scaled cosines: subtract ``scale * margin`` from the true class's logit, then
-    softmax cross-entropy. The margin asks each class to be closer than its rivals by a gap, which
-    spreads classes apart and generalises better to unseen classes than plain softmax."""
+    """A Keras loss ``(labels, scaled cosines) -> mean CosFace cross-entropy`` for a model whose output is
+    ``scale * cos`` (the margin is subtracted here, from the true class's logit, before the softmax)."""
     import tensorflow as tf
 
     def loss(labels, logits):
@@ -87,16 +153,104 @@ def margin_loss(num_classes: int, scale: float = 16.0, margin: float = 0.2):
     return loss
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Cheap per-batch jitter of uint8 images -> float32 in [0, 1]: random shift up to 4 pixels (with edge
-    padding), per-image brightness/contrast, and colour-channel permutation, so no rendered sample is
-    seen twice identically."""
+def batch_hard_triplet_loss(unit_embeddings, labels, margin: float = 0.2):
+    """The batch-hard triplet loss (Hermans et al. 2017) on unit embeddings ``(b, d)`` with labels ``(b,)``.
+
+    For each image: its *farthest* same-class image (hardest positive) must be closer, by ``margin`` in
+    Euclidean distance, than its *nearest* other-class image (hardest negative); the loss is the mean
+    hinge ``max(0, d_pos - d_neg + margin)``. Batches need several images per class
+    (:func:`class_balanced_batches`); an image alone in its class has no positive and counts zero.
+    """
+    import tensorflow as tf
+
+    labels = tf.reshape(labels, [-1])
+    squared = tf.maximum(2.0 - 2.0 * tf.matmul(unit_embeddings, unit_embeddings, transpose_b=True), 0.0)
+    distances = tf.sqrt(squared + 1e-12)
+    same = tf.equal(labels[:, None], labels[None, :])
+    others = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
+    positive = tf.logical_and(same, others)
+    hardest_positive = tf.reduce_max(tf.where(positive, distances, 0.0), axis=1)
+    hardest_negative = tf.reduce_min(tf.where(same, 4.0, distances), axis=1)
+    has_positive = tf.cast(tf.reduce_any(positive, axis=1), distances.dtype)
+    return tf.reduce_mean(has_positive * tf.nn.relu(hardest_positive - hardest_negative + margin))
+
+
+def mean_singular_value(unit_embeddings):
+    """SVMax's statistic: the mean singular value of a batch of L2-normalised embeddings ``(b, d)``.
+
+    Works on NumPy arrays and TensorFlow tensors (then it is differentiable). See :func:`svmax_bounds`.
+
+    >>> round(float(mean_singular_value(np.eye(4))), 6)                          # orthonormal: sqrt(b/d)
+    1.0
+    >>> round(float(mean_singular_value(np.tile([[1.0, 0, 0, 0]], (4, 1)))), 6)  # collapsed: sqrt(b)/d
+    0.5
+    """
+    if isinstance(unit_embeddings, np.ndarray):
+        return np.linalg.svd(unit_embeddings, compute_uv=False).mean()
+    import tensorflow as tf
+
+    singular_values, _, _ = tf.linalg.svd(unit_embeddings, full_matrices=False, compute_uv=True)
+    return tf.reduce_mean(singular_values)
+
+
+def svmax_bounds(batch_size: int, dim: int) -> tuple[float, float]:
+    """``(lowest, highest)`` mean singular value of ``batch_size`` unit vectors in ``dim`` dimensions
+    (``batch_size >= dim``): ``sqrt(b)/d`` when all rows are one vector, ``sqrt(b/d)`` when they spread evenly.
+
+    >>> svmax_bounds(16, 4)
+    (1.0, 2.0)
+    """
+    if batch_size < dim:
+        raise CbrError(f"the SVMax bounds need at least as many rows as dimensions, got {batch_size} < {dim}")
+    return float(np.sqrt(batch_size) / dim), float(np.sqrt(batch_size / dim))
+
+
+# ----------------------------------------------------------------------------------------------- the data
+
+
+def class_balanced_batches(labels: np.ndarray, classes_per_batch: int, images_per_class: int,
+                           rng: np.random.Generator):
+    """Endless batches of row numbers: ``classes_per_batch`` classes x ``images_per_class`` images each.
+
+    Classes are visited in a fresh random order each pass, so every class comes up equally often; a class's
+    images are drawn without replacement when it has enough. Deterministic in ``rng``.
+    """
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(int(labels.max()) + 2))
+    members = [order[starts[c]:starts[c + 1]] for c in range(len(starts) - 1)]
+    classes = np.array([c for c, rows in enumerate(members) if len(rows)])
+    if len(classes) < classes_per_batch:
+        raise CbrError(f"a batch of {classes_per_batch} classes needs that many classes, got {len(classes)}")
+    queue, position = rng.permutation(classes), 0
+    while True:
+        if position + classes_per_batch > len(queue):
+            queue, position = rng.permutation(classes), 0
+        chosen = queue[position:position + classes_per_batch]
+        position += classes_per_batch
+        rows = [rng.choice(members[c], size=images_per_class, replace=len(members[c]) < images_per_class)
+                for c in chosen]
+        yield np.concatenate(rows)
+
+
+def augment_batch(images: np.ndarray, rng: np.random.Generator, low_resolution: float = 0.0) -> np.ndarray:
+    """Cheap per-batch jitter of uint8 images -> float32 in [0, 1], so no rendered sample is seen twice alike.
+
+    Random shift up to 4 pixels (edge padding), colour-channel permutation, per-image brightness and
+    contrast; with probability ``low_resolution`` an image is shrunk to 8-32 pixels and enlarged back, as
+    small scans (scikit-learn's 8x8 digits) and thumbnails look.
+    """
     n, height, width, _ = images.shape
     padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="edge")
     out = np.empty((n, height, width, 3), np.float32)
     for i in range(n):
         dy, dx = rng.integers(0, 9, size=2)
-        out[i] = padded[i, dy:dy + height, dx:dx + width][..., rng.permutation(3)]
+        image = padded[i, dy:dy + height, dx:dx + width][..., rng.permutation(3)]
+        if low_resolution and rng.random() < low_resolution:
+            side = int(rng.integers(8, 33))
+            small = Image.fromarray(np.ascontiguousarray(image)).resize((side, side), Image.BOX)
+            image = np.asarray(small.resize((width, height), Image.BILINEAR))
+        out[i] = image
     out /= 255.0
     mean = out.mean(axis=(1, 2, 3), keepdims=True)
     contrast = rng.uniform(0.7, 1.3, size=(n, 1, 1, 1)).astype(np.float32)
@@ -104,19 +258,28 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip((out - mean) * contrast + mean + shift, 0.0, 1.0)
 
 
+# ----------------------------------------------------------------------------------------------- the loop
+
+
 def train(
     images: np.ndarray, labels: np.ndarray, steps: int, seed: int = 0, batch_size: int = 128,
-    learning_rate: float = 2e-3, scale: float = 16.0, margin: float = 0.2,
-    embedding_dim: int = EMBEDDING_DIM, widths=WIDTHS, depths=DEPTHS, log=print, log_every: int = 100,
+    images_per_class: int = 4, learning_rate: float = 2e-3, weight_decay: float = 5e-4, scale: float = 16.0,
+    margin: float = 0.2, triplet_weight: float = 0.0, triplet_margin: float = 0.2, svmax_weight: float = 0.0,
+    low_resolution: float = 0.0, embedding_dim: int = EMBEDDING_DIM, widths=WIDTHS, depths=DEPTHS,
+    log=print, log_every: int = 100,
 ) -> tuple[keras.Model, dict]:
     """Train a new embedder on uint8 ``images (n, 64, 64, 3)`` with integer class ``labels (n,)``.
 
-    AdamW with a linear warm-up and cosine decay, ``steps`` batches of ``batch_size`` drawn (without
-    replacement, epoch by epoch) from a generator seeded with ``seed``. Same inputs and seed -> the same
-    weights (call :func:`make_deterministic` first). ``widths``/``depths`` are passed to
-    :func:`build_embedder` (smaller ones make quick tests). Returns ``(embedder, history)``; ``history`` has the
-    loss and training accuracy every ``log_every`` steps and the training seconds.
+    Each of the ``steps`` batches holds ``batch_size // images_per_class`` classes x ``images_per_class``
+    images (:func:`class_balanced_batches`), jittered by :func:`augment_batch`. The loss is the CosFace
+    cross-entropy against one learnt unit vector per class (``scale``, ``margin``), plus
+    ``triplet_weight`` x the batch-hard triplet loss, minus ``svmax_weight`` x the batch's mean singular
+    value. AdamW with a linear warm-up and cosine decay. Same inputs and seed -> the same weights (call
+    :func:`make_deterministic` first). Returns ``(embedder, history)``: ``history`` has the mean loss,
+    training accuracy and mean singular value every ``log_every`` steps, and the training seconds.
     """
+    import tensorflow as tf
+
     images = np.asarray(images)
     labels = np.asarray(labels, dtype=np.int32)
     if images.ndim != 4 or images.shape[1:] != (*INPUT_SIZE, 3) or images.dtype != np.uint8:
@@ -125,37 +288,54 @@ def train(
     if len(labels) != len(images) or steps < 1:
         raise CbrError(f"need one label per image and steps >= 1 (got {len(labels)} labels, "
                        f"{len(images)} images, {steps} steps)")
+    if images_per_class < 1 or batch_size % images_per_class:
+        raise CbrError(f"batch_size ({batch_size}) must be a multiple of images_per_class ({images_per_class})")
     num_classes = int(labels.max()) + 1
     embedder = build_embedder(embedding_dim, widths, depths)
-    trainer = build_trainer(embedder, num_classes, scale)
+    class_vectors = keras.Variable(
+        keras.initializers.RandomNormal(stddev=0.05)((num_classes, embedding_dim)), name="class_vectors")
+    variables = embedder.trainable_variables + [class_vectors]
     warmup = max(1, min(steps // 10, 500))
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps - warmup), warmup_target=learning_rate, warmup_steps=warmup, alpha=0.02)
-    trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=5e-4),
-                    loss=margin_loss(num_classes, scale, margin), jit_compile=False)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    optimizer.build(variables)
+
+    @tf.function
+    def step(pixels, batch_labels):
+        with tf.GradientTape() as tape:
+            unit = tf.math.l2_normalize(embedder(pixels, training=True), axis=1)
+            cosines = tf.matmul(unit, tf.math.l2_normalize(class_vectors, axis=1), transpose_b=True)
+            logits = cosface_logits(cosines, batch_labels, scale, margin)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(batch_labels, logits))
+            # Logged in every run; it joins the loss (and costs a gradient) only with svmax_weight.
+            spread = mean_singular_value(unit if svmax_weight else tf.stop_gradient(unit))
+            total = loss - svmax_weight * spread if svmax_weight else loss
+            if triplet_weight:
+                total += triplet_weight * batch_hard_triplet_loss(unit, batch_labels, triplet_margin)
+        optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        hits = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(cosines, axis=1, output_type=tf.int32), batch_labels),
+                                      tf.float32))
+        return loss, hits, spread
+
     rng = np.random.default_rng(seed)
-    order, position = rng.permutation(len(images)), 0
-    history = {"step": [], "loss": [], "accuracy": []}
-    losses, hits, seen = [], 0, 0
+    batches = class_balanced_batches(labels, batch_size // images_per_class, images_per_class, rng)
+    history = {"step": [], "loss": [], "accuracy": [], "mean_singular_value": []}
+    window = []
     start = time.perf_counter()
-    for step in range(1, steps + 1):
-        if position + batch_size > len(order):
-            order, position = rng.permutation(len(images)), 0
-        batch = order[position:position + batch_size]
-        position += batch_size
-        pixels = augment_batch(images[batch], rng)
-        loss = trainer.train_on_batch(pixels, labels[batch])
-        losses.append(float(np.asarray(loss).ravel()[0]))
-        if step % log_every == 0 or step == steps:
-            logits = trainer.predict_on_batch(pixels)
-            hits += int((np.argmax(logits, axis=1) == labels[batch]).sum())
-            seen += len(batch)
-            history["step"].append(step)
-            history["loss"].append(float(np.mean(losses)))
-            history["accuracy"].append(hits / seen)
-            log(f"step {step}/{steps}  loss {np.mean(losses):.3f}  batch accuracy {hits / seen:.3f}  "
+    for number in range(1, steps + 1):
+        rows = next(batches)
+        pixels = augment_batch(images[rows], rng, low_resolution)
+        window.append([float(value) for value in step(tf.constant(pixels), tf.constant(labels[rows]))])
+        if number % log_every == 0 or number == steps:
+            loss, accuracy, spread = np.mean(window, axis=0)
+            history["step"].append(number)
+            history["loss"].append(float(loss))
+            history["accuracy"].append(float(accuracy))
+            history["mean_singular_value"].append(float(spread))
+            log(f"step {number}/{steps}  loss {loss:.3f}  batch accuracy {accuracy:.3f}  "
                 f"{time.perf_counter() - start:.0f} s")
-            losses, hits, seen = [], 0, 0
+            window = []
     history["seconds"] = time.perf_counter() - start
     return embedder, history
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +29,17 @@ from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
 import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 from cbr_lite import glyphs  # noqa: E402
+
+
+#: The committed glyph-cnn's recipe: what `python scripts/train_default_embedder.py` does with no options.
+DEFAULTS = {
+    "steps": 6000, "batch_size": 128, "images_per_class": 4, "learning_rate": 3e-3, "scale": 16.0,
+    "margin": 0.2, "triplet_weight": 0.0, "svmax_weight": 0.0, "low_resolution": 0.25,
+    "glyph_samples": 24, "shape_classes": 400, "shape_samples": 24, "photo_samples": 48,
+}
+#: The options that go to cbr_lite.training.train (the others choose the data).
+RECIPE = ("steps", "batch_size", "images_per_class", "learning_rate", "scale", "margin", "triplet_weight",
+          "svmax_weight", "low_resolution")
 
 
 def _render_glyph_chunk(job):
@@ -97,13 +107,13 @@ def _cpu_seconds():
 
 
 def save(embedder, info, folder):
-    """Write ``glyph_cnn.keras`` and ``glyph_cnn.json`` into ``folder``, each via a temporary file + rename."""
+    """Write ``glyph_cnn.keras`` (loadable by every supported Keras) and ``glyph_cnn.json`` into ``folder``,
+    each via a temporary file + rename."""
     from cbr_lite.files import write_atomically
+    from cbr_lite.training import embedder_file_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:  # Keras saves only to a path; the bytes then go in atomically
-        embedder.save(Path(scratch) / "glyph_cnn.keras")
-        write_atomically(folder / "glyph_cnn.keras", (Path(scratch) / "glyph_cnn.keras").read_bytes())
+    write_atomically(folder / "glyph_cnn.keras", embedder_file_bytes(embedder))
     write_atomically(folder / "glyph_cnn.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -111,13 +121,27 @@ def main(argv=None):
     """Parse the arguments, render the data, train, save."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (few classes, 20 steps) to test the script")
-    parser.add_argument("--steps", type=int, default=600, help="training steps (batches)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--glyph-samples", type=int, default=16, help="rendered samples per glyph class")
-    parser.add_argument("--shape-classes", type=int, default=400, help="number of procedural shape classes")
-    parser.add_argument("--shape-samples", type=int, default=16, help="rendered samples per shape class")
-    parser.add_argument("--photo-samples", type=int, default=60, help="rendered crops per photo-region class")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps (batches)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--images-per-class", type=int, default=DEFAULTS["images_per_class"],
+                        help="images of each class in a batch (batch = classes x this)")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
+    parser.add_argument("--scale", type=float, default=DEFAULTS["scale"], help="cosine-softmax scale")
+    parser.add_argument("--margin", type=float, default=DEFAULTS["margin"], help="CosFace margin")
+    parser.add_argument("--triplet-weight", type=float, default=DEFAULTS["triplet_weight"],
+                        help="weight of the batch-hard triplet (retrieval) head; 0: none")
+    parser.add_argument("--svmax-weight", type=float, default=DEFAULTS["svmax_weight"],
+                        help="weight of the SVMax term (minus the batch's mean singular value); 0: none")
+    parser.add_argument("--low-resolution", type=float, default=DEFAULTS["low_resolution"],
+                        help="fraction of training images shrunk to 8-32 px and enlarged back")
+    parser.add_argument("--glyph-samples", type=int, default=DEFAULTS["glyph_samples"],
+                        help="rendered samples per glyph class")
+    parser.add_argument("--shape-classes", type=int, default=DEFAULTS["shape_classes"],
+                        help="number of procedural shape classes")
+    parser.add_argument("--shape-samples", type=int, default=DEFAULTS["shape_samples"],
+                        help="rendered samples per shape class")
+    parser.add_argument("--photo-samples", type=int, default=DEFAULTS["photo_samples"],
+                        help="rendered crops per photo-region class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "embedders",
@@ -137,10 +161,10 @@ def main(argv=None):
         args.glyph_samples, args.shape_classes, args.shape_samples, args.photo_samples, args.seed,
         args.workers, limit=40 if args.quick else None)
     print(f"{len(images)} images, {len(names)} base classes", flush=True)
+    recipe = {key: getattr(args, key) for key in RECIPE}
     embedder, history = training.train(
-        images, labels, steps=args.steps, seed=args.seed, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, log=lambda line: print(line, flush=True),
-        log_every=5 if args.quick else 100)
+        images, labels, seed=args.seed, log=lambda line: print(line, flush=True),
+        log_every=5 if args.quick else 250, **recipe)
     info = {
         "name": "glyph-cnn",
         "input_size": list(training.INPUT_SIZE),
@@ -149,9 +173,7 @@ def main(argv=None):
         "embedding_dim": int(embedder.output_shape[-1]),
         "parameters": int(embedder.count_params()),
         "seed": args.seed,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
+        **recipe,
         "samples_per_class": {"glyph": args.glyph_samples, "shape": args.shape_samples,
                               "photo": args.photo_samples},
         "training_images": int(len(images)),
@@ -164,6 +186,9 @@ def main(argv=None):
         "cpu_seconds": _cpu_seconds(),
         "final_loss": round(history["loss"][-1], 4),
         "final_batch_accuracy": round(history["accuracy"][-1], 4),
+        "final_mean_singular_value": round(history["mean_singular_value"][-1], 4),
+        "history": {key: [round(value, 4) for value in history[key]]
+                    for key in ("loss", "accuracy", "mean_singular_value")} | {"step": history["step"]},
         "quick": bool(args.quick),
         "command": "python scripts/train_default_embedder.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "software": {"python": platform.python_version(), "tensorflow": tf.__version__,
