@@ -141,6 +141,19 @@ def set_plot_defaults() -> None:
     })
 
 
+def _forget_keras_global_seed_generator() -> None:
+    """Make unseeded ``keras.random`` calls start again from the seed just set, on every Keras.
+
+    Keras 3.13+ does this in ``set_random_seed``; Keras 3.12 (the newest for Python 3.10) keeps the
+    generator it made at the first unseeded call, so a rerun would continue its sequence.
+    """
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # a Keras without this module: nothing to forget
+        return
+    global_state.set_global_attribute("global_seed_generator", None)
+
+
 def setup_notebook(seed: int = DEFAULT_SEED, check_versions: bool = True) -> None:
     """Prepare a notebook: checked versions, TensorFlow imported quietly, library chatter off, fixed
     seeds, plot and print defaults.
@@ -171,6 +184,7 @@ def setup_notebook(seed: int = DEFAULT_SEED, check_versions: bool = True) -> Non
     quiet_library_logs()
     # Seeds Python's random, NumPy and the backend in one call, so reruns give the same numbers.
     keras.utils.set_random_seed(seed)
+    _forget_keras_global_seed_generator()
     # Four decimals, no scientific notation: printed arrays read the same on every machine.
     np.set_printoptions(precision=4, suppress=True)
     set_plot_defaults()
