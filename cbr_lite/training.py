@@ -276,7 +276,8 @@ def train(
     ``triplet_weight`` x the batch-hard triplet loss, minus ``svmax_weight`` x the batch's mean singular
     value. AdamW with a linear warm-up and cosine decay. Same inputs and seed -> the same weights (call
     :func:`make_deterministic` first). Returns ``(embedder, history)``: ``history`` has the mean loss,
-    training accuracy and mean singular value every ``log_every`` steps, and the training seconds.
+    training accuracy and mean singular value every ``log_every`` steps, the training seconds, and the learnt
+    unit class vectors ``(classes, embedding_dim)`` (``"class_vectors"``: the training head's CbR index).
     """
     import tensorflow as tf
 
@@ -337,6 +338,7 @@ def train(
                 f"{time.perf_counter() - start:.0f} s")
             window = []
     history["seconds"] = time.perf_counter() - start
+    history["class_vectors"] = keras.ops.convert_to_numpy(tf.math.l2_normalize(class_vectors, axis=1))
     return embedder, history
 
 

@@ -40,6 +40,9 @@ def test_same_seed_gives_identical_weights_and_training_changes_them():
     initial = build_embedder(16, widths=(8, 8, 8, 8)).get_weights()
     assert any(not np.array_equal(a, c) for a, c in zip(first.get_weights(), initial))
     assert history["step"] == [2] and np.isfinite(history["loss"][0])
+    # The training head's learnt class vectors come back as unit rows, one per class.
+    assert history["class_vectors"].shape == (4, 16)
+    np.testing.assert_allclose(np.linalg.norm(history["class_vectors"], axis=1), 1.0, rtol=1e-5)
 
 
 def test_embedder_file_loads_with_safe_mode_gives_the_same_embeddings_and_is_reproducible(tmp_path):
