@@ -33,12 +33,12 @@ from cbr_lite import glyphs  # noqa: E402
 
 #: The committed glyph-cnn's recipe: what `python scripts/train_default_embedder.py` does with no options.
 DEFAULTS = {
-    "steps": 6000, "batch_size": 128, "images_per_class": 4, "learning_rate": 3e-3, "scale": 16.0,
-    "margin": 0.2, "triplet_weight": 0.0, "svmax_weight": 0.0, "low_resolution": 0.25,
+    "steps": 4500, "batch_size": 128, "images_per_class": 4, "grouped_fraction": 0.0, "learning_rate": 2e-3,
+    "scale": 16.0, "margin": 0.2, "triplet_weight": 0.0, "svmax_weight": 0.0, "low_resolution": 0.25,
     "glyph_samples": 24, "shape_classes": 400, "shape_samples": 24, "photo_samples": 48,
 }
 #: The options that go to cbr_lite.training.train (the others choose the data).
-RECIPE = ("steps", "batch_size", "images_per_class", "learning_rate", "scale", "margin", "triplet_weight",
+RECIPE = ("steps", "batch_size", "images_per_class", "grouped_fraction", "learning_rate", "scale", "margin", "triplet_weight",
           "svmax_weight", "low_resolution")
 
 
@@ -125,6 +125,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     parser.add_argument("--images-per-class", type=int, default=DEFAULTS["images_per_class"],
                         help="images of each class in a batch (batch = classes x this)")
+    parser.add_argument("--grouped-fraction", type=float, default=DEFAULTS["grouped_fraction"],
+                        help="fraction of each batch drawn as classes x images-per-class groups (the triplet "
+                             "head needs them); the rest are single images of distinct classes")
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
     parser.add_argument("--scale", type=float, default=DEFAULTS["scale"], help="cosine-softmax scale")
     parser.add_argument("--margin", type=float, default=DEFAULTS["margin"], help="CosFace margin")
@@ -159,7 +162,7 @@ def main(argv=None):
     training.make_deterministic(args.seed)
     images, labels, names = make_training_data(
         args.glyph_samples, args.shape_classes, args.shape_samples, args.photo_samples, args.seed,
-        args.workers, limit=40 if args.quick else None)
+        args.workers, limit=64 if args.quick else None)
     print(f"{len(images)} images, {len(names)} base classes", flush=True)
     recipe = {key: getattr(args, key) for key in RECIPE}
     embedder, history = training.train(
