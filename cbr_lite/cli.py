@@ -41,7 +41,7 @@ from cbr_lite.version import VERSION
 #: The embedder the command line uses unless told otherwise: people bring ordinary photos, for which an
 #: ImageNet network is the right default (the package's own ``DEFAULT_EMBEDDER`` is the offline glyph CNN).
 CLI_DEFAULT_EMBEDDER = "efficientnet-lite0"
-#: ``cbr-lite build`` centres on the index's mean embedding unless told ``--no-center``.
+#: Whether ``cbr-lite build`` centres on the index's mean embedding when told neither ``--center`` nor ``--no-center``.
 CLI_CENTER = False
 OUTPUT_HELP = ("a regular file, replaced only once the new one is complete; an existing device, FIFO or "
                "symbolic link is refused (links are not followed: give the file's own path)")

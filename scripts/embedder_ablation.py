@@ -133,10 +133,15 @@ def main(argv=None):
             "final_loss": info["final_loss"], "final_mean_singular_value": info["final_mean_singular_value"],
         }
         print(f"{name}: " + json.dumps(figures["variants"][name]), flush=True)
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_atomically(args.output / "embedder_ablation.json", (json.dumps(figures, indent=2) + "\n").encode())
-    write_atomically(args.output / "embedder_ablation.md", markdown(figures).encode())
+        write_figures(args.output, figures)  # after every variant: a stopped run keeps what it measured
     print(markdown(figures))
+
+
+def write_figures(folder: Path, figures: dict) -> None:
+    """Write embedder_ablation.json and embedder_ablation.md into ``folder`` (each whole or not at all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / "embedder_ablation.json", (json.dumps(figures, indent=2) + "\n").encode())
+    write_atomically(folder / "embedder_ablation.md", markdown(figures).encode())
 
 
 if __name__ == "__main__":
