@@ -329,7 +329,9 @@ class AlbumBuilder(_Tool):
     ``root`` is where the class folders go (created now; images already there are kept). If ``root`` is
     deleted while the builder is shown (a notebook's clean-up), the builder says so and stops taking
     uploads rather than silently making a new, empty folder. :attr:`counts` is ``{class: images}`` as the
-    builder will read it. In code::
+    builder will read it. ``shown_as`` is how the widget and its messages name the folder (default: ``root``
+    itself); a notebook whose folder is temporary passes a name relative to its workspace, so that no
+    temporary path (which changes every run and names the machine's folders) is shown. In code::
 
         albums = AlbumBuilder("my_albums")
         albums.class_name.value = "mug"
@@ -337,8 +339,9 @@ class AlbumBuilder(_Tool):
         albums.counts                                                 # {'mug': 1}
     """
 
-    def __init__(self, root):
+    def __init__(self, root, shown_as: str | None = None):
         self.root = Path(root)
+        self.shown_as = str(self.root if shown_as is None else shown_as)
         self.root.mkdir(parents=True, exist_ok=True)
         # Sent once, when the box loses focus (clicking the upload button), so it cannot arrive after the upload.
         self.class_name = widgets.Text(description="class", placeholder="e.g. mug", continuous_update=False)
@@ -349,7 +352,7 @@ class AlbumBuilder(_Tool):
         self.last_saved: list[Path] = []
         self.upload.observe(self._on_upload, names="value")
         self.widget = widgets.VBox([
-            widgets.HTML(f"<b>Albums in</b> <code>{html.escape(str(self.root))}</code>: name a class, then "
+            widgets.HTML(f"<b>Albums in</b> <code>{html.escape(self.shown_as)}</code>: name a class, then "
                          "upload its images (5-20 varied photos work well)."),
             widgets.HBox([self.class_name, self.upload]), self.status, self.summary,
         ])
@@ -389,8 +392,8 @@ class AlbumBuilder(_Tool):
             return
         self.class_name.disabled = self.upload.disabled = True
         self.summary.value = "<i>no album folder any more</i>"
-        raise CbrError(f"{self.root} was deleted (by the notebook's clean-up?), so this album builder saves nothing "
-                       "more; run the cell that makes it again")
+        raise CbrError(f"{self.shown_as} was deleted (by the notebook's clean-up?), so this album builder saves "
+                       "nothing more; run the cell that makes it again")
 
     def _on_upload(self, change) -> None:
         files = uploaded_files(change["new"])

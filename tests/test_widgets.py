@@ -150,6 +150,17 @@ def test_album_builder_stops_once_its_folder_is_deleted_instead_of_making_a_new_
         builder.add("green", [("g.png", colour_png(GREEN, 0))])
 
 
+def test_album_builder_names_its_folder_as_told_so_no_temporary_path_is_shown(tmp_path):
+    builder = widgets.AlbumBuilder(tmp_path / "workspace" / "albums", shown_as="albums/")
+    heading = builder.widget.children[0].value
+    assert "<code>albums/</code>" in heading and str(tmp_path) not in heading
+    shutil.rmtree(tmp_path / "workspace")
+    builder.class_name.value = "red"
+    builder.upload.value = [widgets.upload_entry("r.png", colour_png(RED, 0))]
+    assert "albums/ was deleted" in builder.status.value and str(tmp_path) not in builder.status.value
+    assert str(tmp_path) in widgets.AlbumBuilder(tmp_path / "other").widget.children[0].value, "default: the path"
+
+
 def test_albums_made_with_the_builder_build_a_classifier(tmp_path, tiny_test_embedder):
     builder = widgets.AlbumBuilder(tmp_path / "albums")
     for name, colour in [("red", RED), ("green", GREEN)]:
