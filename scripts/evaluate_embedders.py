@@ -68,6 +68,18 @@ def markdown_table(results, domains, columns):
     return "\n".join(lines)
 
 
+def reuse_rows(path: Path, settings: dict, domains, results: dict, details: dict) -> tuple[dict, dict]:
+    """``results`` and ``details`` with the rows of ``path`` (an earlier ``--json``) for the embedders not measured
+    now, in the earlier order; refused unless that run had the same settings and domains."""
+    earlier = json.loads(path.read_text())
+    if earlier["settings"] != settings or list(earlier["domains"]) != list(domains):
+        sys.exit(f"--reuse {path}: that run had other settings or domains; measure every embedder instead")
+    order = [*earlier["accuracy"], *(name for name in results if name not in earlier["accuracy"])]
+    merged = {name: results.get(name) or earlier["accuracy"][name] for name in order}
+    merged_details = {name: details.get(name) or earlier["embedders"][name] for name in order}
+    return merged, merged_details
+
+
 def main(argv=None):
     """Parse the arguments, embed every domain with every embedder, run the episodes, print/write figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,6 +93,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="episode seed")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table (with notes) as markdown here")
+    parser.add_argument("--reuse", type=Path, metavar="JSON",
+                        help="keep the rows of embedders not named in --embedders from this earlier --json "
+                             "(same settings and domains, else refused): re-measure glyph-cnn without "
+                             "re-running the slow EfficientNet rows")
     args = parser.parse_args(argv)
 
     embedders = load_embedders(args.embedders)
@@ -116,6 +132,11 @@ def main(argv=None):
             "steps", "batch_size", "base_classes", "base_class_counts", "training_images", "training_seconds",
             "total_seconds", "command")}
 
+    settings = {"ways": args.ways, "shots": args.shots, "episodes": args.episodes,
+                "queries_per_class": args.queries_per_class, "samples_per_class": args.samples_per_class,
+                "seed": args.seed, "aggregation": "max", "similarity": "cosine"}
+    if args.reuse:
+        results, details = reuse_rows(args.reuse, settings, args.domains, results, details)
     table = markdown_table(results, args.domains, columns)
     print()
     print(table)
@@ -123,9 +144,7 @@ def main(argv=None):
     for name, detail in details.items():
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in detail.items() if k != "training"))
     figures = {
-        "settings": {"ways": args.ways, "shots": args.shots, "episodes": args.episodes,
-                     "queries_per_class": args.queries_per_class, "samples_per_class": args.samples_per_class,
-                     "seed": args.seed, "aggregation": "max", "similarity": "cosine"},
+        "settings": settings,
         "domains": {d: {"description": DOMAINS[d], **data[d]} for d in args.domains},
         "accuracy": results,
         "embedders": details,
