@@ -47,14 +47,62 @@ class FewShotResult(NamedTuple):
     ci95: float
 
 
+class Episode(NamedTuple):
+    """One N-way K-shot episode: rows of the images it uses, and their episode class ids ``0 .. ways-1``.
+
+    ``index_rows`` and ``query_rows`` index the embeddings (and labels) the episode was drawn from;
+    ``index_labels`` and ``query_labels`` say which of the episode's classes each one belongs to (way ``w`` is
+    the ``w``-th class drawn). Both are grouped by class: way 0's rows first.
+    """
+
+    index_rows: np.ndarray
+    index_labels: np.ndarray
+    query_rows: np.ndarray
+    query_labels: np.ndarray
+
+
+def episodes(labels, ways: int = 5, shots: int = 1, queries_per_class: int = 5, count: int = 200,
+             seed: int = 0) -> list[Episode]:
+    """The ``count`` random episodes :func:`few_shot_accuracy` scores with the same arguments and ``seed``.
+
+    Each draws ``ways`` classes among those with at least ``shots + queries_per_class`` images (a random
+    choice of positions in the sorted list of such classes), then, for each class in turn, a random
+    permutation of its images: the first ``shots`` are its index images, the next ``queries_per_class``
+    its queries (disjoint). Same labels and ``seed`` -> the same episodes.
+
+    >>> first = episodes([0, 0, 1, 1, 2, 2], ways=2, shots=1, queries_per_class=1, count=3)[0]
+    >>> first.index_labels.tolist(), first.query_labels.tolist()
+    ([0, 1], [0, 1])
+    """
+    labels = np.asarray(labels)
+    if ways < 2 or shots < 1 or queries_per_class < 1 or count < 1:
+        raise CbrError(f"need ways >= 2, shots >= 1, queries_per_class >= 1 and episodes >= 1 (got {ways}, "
+                       f"{shots}, {queries_per_class}, {count})")
+    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    eligible = sorted(c for c, rows in members.items() if len(rows) >= shots + queries_per_class)
+    if len(eligible) < ways:
+        raise CbrError(f"only {len(eligible)} classes have {shots + queries_per_class} images "
+                       f"({shots} shots + {queries_per_class} queries); a {ways}-way episode needs {ways}")
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for _ in range(count):
+        chosen = rng.choice(len(eligible), size=ways, replace=False)
+        rows = [rng.permutation(members[eligible[c]])[:shots + queries_per_class] for c in chosen]
+        drawn.append(Episode(np.concatenate([r[:shots] for r in rows]), np.repeat(np.arange(ways), shots),
+                             np.concatenate([r[shots:] for r in rows]),
+                             np.repeat(np.arange(ways), queries_per_class)))
+    return drawn
+
+
 def few_shot_accuracy(
     embeddings: np.ndarray, labels: np.ndarray, ways: int = 5, shots: int = 1, episodes: int = 200,
     queries_per_class: int = 5, seed: int = 0, aggregation: str = "max", center: bool = False,
 ) -> FewShotResult:
     """Mean ``ways``-way ``shots``-shot CbR accuracy over ``episodes`` random episodes, and its 95% CI.
 
-    Each episode draws ``ways`` classes among those with at least ``shots + queries_per_class`` images,
-    then ``shots`` index and ``queries_per_class`` query images of each (disjoint). A query is assigned
+    The episodes are those :func:`episodes` draws with the same arguments (``count=episodes``): ``ways``
+    classes among those with at least ``shots + queries_per_class`` images, then ``shots`` index and
+    ``queries_per_class`` query images of each (disjoint). A query is assigned
     the class with the highest aggregated cosine score (:func:`cbr_lite.similarity.class_scores`,
     ``aggregation="max"`` as in the exported model). The CI is ``1.96 * std / sqrt(episodes)`` over the
     per-episode accuracies. Same inputs and ``seed`` -> the same result. ``center=True`` subtracts the
@@ -69,33 +117,21 @@ def few_shot_accuracy(
     labels = np.asarray(labels)
     if embeddings.ndim != 2 or len(embeddings) != len(labels):
         raise CbrError(f"need embeddings (n, dim) and n labels, got {embeddings.shape} and {labels.shape}")
-    if ways < 2 or shots < 1 or queries_per_class < 1 or episodes < 1:
-        raise CbrError(f"need ways >= 2, shots >= 1, queries_per_class >= 1 and episodes >= 1 (got {ways}, "
-                       f"{shots}, {queries_per_class}, {episodes})")
-    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    eligible = sorted(c for c, rows in members.items() if len(rows) >= shots + queries_per_class)
-    if len(eligible) < ways:
-        raise CbrError(f"only {len(eligible)} classes have {shots + queries_per_class} images "
-                       f"({shots} shots + {queries_per_class} queries); a {ways}-way episode needs {ways}")
-    rng = np.random.default_rng(seed)
-    accuracies = np.empty(episodes)
-    for episode in range(episodes):
-        chosen = rng.choice(len(eligible), size=ways, replace=False)
-        index_rows, index_labels, query_rows, query_labels = [], [], [], []
-        for way, c in enumerate(chosen):
-            rows = rng.permutation(members[eligible[c]])[:shots + queries_per_class]
-            index_rows.extend(rows[:shots])
-            index_labels.extend([way] * shots)
-            query_rows.extend(rows[shots:])
-            query_labels.extend([way] * queries_per_class)
-        index, queries = embeddings[index_rows], embeddings[query_rows]
+    drawn = _episodes(labels, ways, shots, queries_per_class, episodes, seed)
+    accuracies = np.empty(len(drawn))
+    for number, episode in enumerate(drawn):
+        index, queries = embeddings[episode.index_rows], embeddings[episode.query_rows]
         if center:
             mean = index.mean(axis=0)
             index, queries = index - mean, queries - mean
         similarities = cosine_similarity(queries, index)
-        scores = class_scores(similarities, np.array(index_labels), ways, aggregation)
-        accuracies[episode] = np.mean(np.argmax(scores, axis=1) == np.array(query_labels))
-    return FewShotResult(float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(episodes)))
+        scores = class_scores(similarities, episode.index_labels, ways, aggregation)
+        accuracies[number] = np.mean(np.argmax(scores, axis=1) == episode.query_labels)
+    return FewShotResult(float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(len(drawn))))
+
+
+# few_shot_accuracy's argument ``episodes`` (a count, as callers have always passed it) hides the function.
+_episodes = episodes
 
 
 def raw_pixel_embedder(size: int = 32) -> Embedder:

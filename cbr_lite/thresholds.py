@@ -8,7 +8,9 @@ threshold from two sets of *calibration* queries,
 - ``known``: best scores of queries from classes that are in the index (they should be accepted),
 - ``unknown``: best scores of queries from classes that are not (they should be rejected),
 
-then answer "unknown" whenever the best score is below it. Which threshold is best depends on what a
+then answer "unknown" whenever the best score is below it. The same rules apply to any other score that
+should be high for known queries, such as the :func:`top_two_margin` (best minus second-best class score:
+how clearly the winner beats the runner-up). Which threshold is best depends on what a
 mistake costs, so :func:`choose_threshold` takes a stated rule:
 
 - ``keep_known=None`` (default): maximise Youden's J, the fraction of known queries accepted minus the
@@ -85,6 +87,22 @@ def choose_threshold(known_best, unknown_best, keep_known: float | None = None) 
         return float(thresholds[0])
     # Midway between this threshold (the lowest accepted score) and the score just below it.
     return float((thresholds[best] + thresholds[best - 1]) / 2.0)
+
+
+def top_two_margin(scores) -> np.ndarray:
+    """The best minus the second-best class score of each query: ``(queries, classes)`` -> ``(queries,)``.
+
+    A small margin means two classes match about equally well (an ambiguous answer); a large one, that the
+    winner stands out. It needs at least two classes.
+
+    >>> top_two_margin(np.array([[0.9, 0.2, 0.7], [0.5, 0.5, 0.1]])).round(3).tolist()
+    [0.2, 0.0]
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise CbrError(f"scores must be a (queries, classes) array with at least 2 classes, got shape {scores.shape}")
+    top_two = np.partition(scores, scores.shape[1] - 2, axis=1)[:, -2:]
+    return top_two[:, 1] - top_two[:, 0]
 
 
 def predict_or_unknown(scores, threshold: float) -> np.ndarray:

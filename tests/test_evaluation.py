@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cbr_lite.errors import CbrError
-from cbr_lite.evaluation import DOMAINS, few_shot_accuracy, load_domain, raw_pixel_embedder
+from cbr_lite.evaluation import DOMAINS, episodes, few_shot_accuracy, load_domain, raw_pixel_embedder
+from cbr_lite.similarity import class_scores, cosine_similarity
 
 
 def _clusters(classes, per_class, spread, seed=0, dim=16):
@@ -61,6 +62,28 @@ def test_same_seed_same_result_and_bad_requests():
         few_shot_accuracy(embeddings, labels, ways=7)
     with pytest.raises(CbrError, match="embeddings"):
         few_shot_accuracy(embeddings, labels[:-1])
+
+
+def test_episodes_are_disjoint_draws_that_few_shot_accuracy_scores():
+    embeddings, labels = _clusters(9, 7, spread=1.0, seed=4)
+    drawn = episodes(labels, ways=4, shots=2, queries_per_class=3, count=30, seed=5)
+    assert len(drawn) == 30
+    for episode in drawn:
+        assert len(set(episode.index_rows) | set(episode.query_rows)) == 4 * (2 + 3)   # no image used twice
+        assert episode.index_labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert episode.query_labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        # Each way is one real class, the same for its index images and its queries.
+        for way in range(4):
+            used = labels[episode.index_rows[episode.index_labels == way]]
+            asked = labels[episode.query_rows[episode.query_labels == way]]
+            assert len(set(used) | set(asked)) == 1
+    # Scoring these episodes by hand gives few_shot_accuracy's mean, exactly.
+    by_hand = [np.mean(class_scores(cosine_similarity(embeddings[e.query_rows], embeddings[e.index_rows]),
+                                    e.index_labels, 4).argmax(axis=1) == e.query_labels) for e in drawn]
+    result = few_shot_accuracy(embeddings, labels, ways=4, shots=2, queries_per_class=3, episodes=30, seed=5)
+    assert result.mean == pytest.approx(np.mean(by_hand), abs=1e-12)
+    with pytest.raises(CbrError, match="9 classes"):
+        episodes(labels, ways=10)
 
 
 def test_raw_pixel_baseline_embeds_images_as_their_pixels():

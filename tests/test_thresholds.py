@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cbr_lite.errors import CbrError
-from cbr_lite.thresholds import UNKNOWN, acceptance_rates, choose_threshold, predict_or_unknown
+from cbr_lite.thresholds import UNKNOWN, acceptance_rates, choose_threshold, predict_or_unknown, top_two_margin
 
 
 def test_acceptance_rates_match_counting_by_hand():
@@ -69,3 +69,25 @@ def test_bad_inputs_raise_one_line_errors():
         choose_threshold([0.5], [0.1], keep_known=1.5)
     with pytest.raises(CbrError, match="queries, classes"):
         predict_or_unknown(np.zeros(3), 0.5)
+
+
+def test_top_two_margin_is_best_minus_second_best_counted_by_hand():
+    rng = np.random.default_rng(2)
+    scores = rng.uniform(-1, 1, size=(50, 7)).astype(np.float32)
+    margins = top_two_margin(scores)
+    for row, margin in zip(scores, margins):
+        ranked = sorted(row.tolist(), reverse=True)
+        assert margin == pytest.approx(ranked[0] - ranked[1], abs=1e-6)
+    assert margins.shape == (50,) and np.all(margins >= 0)
+    # A tie for first place is a margin of 0, whichever column holds the winners; two classes suffice.
+    assert top_two_margin(np.array([[0.3, 0.8, 0.8], [0.8, 0.1, 0.8]])).tolist() == [0.0, 0.0]
+    assert top_two_margin(np.array([[0.25, 0.75]])).tolist() == [0.5]
+    # Margins are scores like any other: the threshold rules apply to them unchanged.
+    threshold = choose_threshold(top_two_margin([[0.9, 0.1], [0.8, 0.2]]), top_two_margin([[0.5, 0.45]]))
+    assert 0.05 < threshold < 0.6
+
+
+@pytest.mark.parametrize("scores", [np.zeros((3, 1)), np.zeros(4), np.zeros((2, 3, 2))])
+def test_top_two_margin_refuses_scores_without_two_classes(scores):
+    with pytest.raises(CbrError, match="at least 2 classes"):
+        top_two_margin(scores)
