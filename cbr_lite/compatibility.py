@@ -30,6 +30,7 @@ import numpy as np
 
 from cbr_lite.errors import CbrError
 from cbr_lite.evaluation import FewShotResult
+from cbr_lite.evaluation import episodes as draw_episodes
 from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize
 
 #: The small query model: ``cbr_lite.training.build_embedder`` with these stage widths and depths (a stride-2
@@ -200,29 +201,13 @@ def cross_model_few_shot_accuracy(
     if queries.shape[1] != gallery.shape[1]:
         raise CbrError(f"the query embeddings have {queries.shape[1]} dimensions and the gallery's "
                        f"{gallery.shape[1]}: compatible models share one space, so they need the same number")
-    if ways < 2 or shots < 1 or queries_per_class < 1 or episodes < 1:
-        raise CbrError(f"need ways >= 2, shots >= 1, queries_per_class >= 1 and episodes >= 1 (got {ways}, "
-                       f"{shots}, {queries_per_class}, {episodes})")
-    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    eligible = sorted(c for c, rows in members.items() if len(rows) >= shots + queries_per_class)
-    if len(eligible) < ways:
-        raise CbrError(f"only {len(eligible)} classes have {shots + queries_per_class} images "
-                       f"({shots} shots + {queries_per_class} queries); a {ways}-way episode needs {ways}")
-    # The same draws, in the same order, as cbr_lite.evaluation.few_shot_accuracy.
-    rng = np.random.default_rng(seed)
-    accuracies = np.empty(episodes)
-    for episode in range(episodes):
-        chosen = rng.choice(len(eligible), size=ways, replace=False)
-        index_rows, index_labels, query_rows, query_labels = [], [], [], []
-        for way, c in enumerate(chosen):
-            rows = rng.permutation(members[eligible[c]])[:shots + queries_per_class]
-            index_rows.extend(rows[:shots])
-            index_labels.extend([way] * shots)
-            query_rows.extend(rows[shots:])
-            query_labels.extend([way] * queries_per_class)
-        similarities = cosine_similarity(queries[query_rows], gallery[index_rows])
-        scores = class_scores(similarities, np.array(index_labels), ways)
-        accuracies[episode] = np.mean(np.argmax(scores, axis=1) == np.array(query_labels))
+    # The same episodes, in the same order, as cbr_lite.evaluation.few_shot_accuracy.
+    drawn = draw_episodes(labels, ways, shots, queries_per_class, episodes, seed)
+    accuracies = np.empty(len(drawn))
+    for number, episode in enumerate(drawn):
+        similarities = cosine_similarity(queries[episode.query_rows], gallery[episode.index_rows])
+        scores = class_scores(similarities, episode.index_labels, ways)
+        accuracies[number] = np.mean(np.argmax(scores, axis=1) == episode.query_labels)
     return FewShotResult(float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(episodes)))
 
 
