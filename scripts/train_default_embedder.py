@@ -37,6 +37,22 @@ DEFAULTS = {
     "scale": 16.0, "margin": 0.2, "triplet_weight": 0.0, "svmax_weight": 0.0, "low_resolution": 0.25,
     "glyph_samples": 24, "shape_classes": 400, "shape_samples": 24, "photo_samples": 48,
 }
+#: Each DEFAULTS key is an option (``--batch-size`` for batch_size) of its default's type; its help, if any.
+HELP = {
+    "steps": "training steps (batches)",
+    "images_per_class": "images of each class in a batch (batch = classes x this)",
+    "grouped_fraction": "fraction of each batch drawn as classes x images-per-class groups (the triplet "
+                        "head needs them); the rest are single images of distinct classes",
+    "scale": "cosine-softmax scale",
+    "margin": "CosFace margin",
+    "triplet_weight": "weight of the batch-hard triplet (retrieval) head; 0: none",
+    "svmax_weight": "weight of the SVMax term (minus the batch's mean singular value); 0: none",
+    "low_resolution": "fraction of training images shrunk to 8-32 px and enlarged back",
+    "glyph_samples": "rendered samples per glyph class",
+    "shape_classes": "number of procedural shape classes",
+    "shape_samples": "rendered samples per shape class",
+    "photo_samples": "rendered crops per photo-region class",
+}
 #: The options that go to cbr_lite.training.train (the others choose the data).
 RECIPE = ("steps", "batch_size", "images_per_class", "grouped_fraction", "learning_rate", "scale", "margin", "triplet_weight",
           "svmax_weight", "low_resolution")
@@ -121,30 +137,8 @@ def main(argv=None):
     """Parse the arguments, render the data, train, save."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (few classes, 20 steps) to test the script")
-    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps (batches)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--images-per-class", type=int, default=DEFAULTS["images_per_class"],
-                        help="images of each class in a batch (batch = classes x this)")
-    parser.add_argument("--grouped-fraction", type=float, default=DEFAULTS["grouped_fraction"],
-                        help="fraction of each batch drawn as classes x images-per-class groups (the triplet "
-                             "head needs them); the rest are single images of distinct classes")
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
-    parser.add_argument("--scale", type=float, default=DEFAULTS["scale"], help="cosine-softmax scale")
-    parser.add_argument("--margin", type=float, default=DEFAULTS["margin"], help="CosFace margin")
-    parser.add_argument("--triplet-weight", type=float, default=DEFAULTS["triplet_weight"],
-                        help="weight of the batch-hard triplet (retrieval) head; 0: none")
-    parser.add_argument("--svmax-weight", type=float, default=DEFAULTS["svmax_weight"],
-                        help="weight of the SVMax term (minus the batch's mean singular value); 0: none")
-    parser.add_argument("--low-resolution", type=float, default=DEFAULTS["low_resolution"],
-                        help="fraction of training images shrunk to 8-32 px and enlarged back")
-    parser.add_argument("--glyph-samples", type=int, default=DEFAULTS["glyph_samples"],
-                        help="rendered samples per glyph class")
-    parser.add_argument("--shape-classes", type=int, default=DEFAULTS["shape_classes"],
-                        help="number of procedural shape classes")
-    parser.add_argument("--shape-samples", type=int, default=DEFAULTS["shape_samples"],
-                        help="rendered samples per shape class")
-    parser.add_argument("--photo-samples", type=int, default=DEFAULTS["photo_samples"],
-                        help="rendered crops per photo-region class")
+    for key, default in DEFAULTS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(default), default=default, help=HELP.get(key))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "embedders",
