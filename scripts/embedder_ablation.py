@@ -40,6 +40,7 @@ import train_default_embedder  # noqa: E402
 
 from cbr_lite import evaluation  # noqa: E402
 from cbr_lite.files import write_atomically  # noqa: E402
+from cbr_lite.locations import DATA_DIR  # noqa: E402
 
 #: Variant name -> the loss options that differ from the committed recipe.
 #: The triplet head needs several images of a class in a batch: half of its batches are classes x 4 images.
@@ -55,7 +56,7 @@ def album_leave_one_out(embedder) -> float:
     """Leave-one-out 1-NN accuracy (cosine) on the sample album ``data/albums``."""
     from cbr_lite.albums import load_albums
 
-    albums = load_albums(ROOT / "data" / "albums")
+    albums = load_albums(DATA_DIR / "albums")
     unit = embedder.embed(albums.images)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     similarities = unit @ unit.T

@@ -31,6 +31,7 @@ import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up l
 
 from cbr_lite.errors import CbrError  # noqa: E402
 from cbr_lite.evaluation import DOMAINS, few_shot_accuracy, load_domain, raw_pixel_embedder  # noqa: E402
+from cbr_lite.locations import DATA_DIR  # noqa: E402
 
 
 def load_embedders(names):
@@ -124,7 +125,7 @@ def main(argv=None):
             "parameters": int(embedder.model.count_params()),
             "images_per_second_batch_64": round(images_per_second(embedder, speed_images), 1),
         }
-    weights = ROOT / "data" / "embedders" / "glyph_cnn.keras"
+    weights = DATA_DIR / "embedders" / "glyph_cnn.keras"
     if "glyph-cnn" in details and weights.exists():
         details["glyph-cnn"]["file_bytes"] = weights.stat().st_size
         info = json.loads((weights.with_suffix(".json")).read_text())

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cbr_lite import glyphs  # noqa: E402
+from cbr_lite.locations import DATA_DIR  # noqa: E402
 
 ALBUM_CLASSES = (
     "greek_beta", "greek_delta", "greek_theta", "greek_xi", "greek_pi", "greek_phi",
@@ -30,13 +31,13 @@ ALBUM_SEED, QUERY_SEED = 0, 1
 
 def main():
     """Write data/glyph_classes.json, data/albums/<class>/<class>_<i>.png and data/queries/<class>.png."""
-    glyphs.write_classes_file(str(ROOT / "data" / "glyph_classes.json"))
+    glyphs.write_classes_file(str(DATA_DIR / "glyph_classes.json"))
     novel = dict(glyphs.glyph_classes("novel"))
     missing = [label for label in ALBUM_CLASSES if label not in novel]
     if missing:
         raise SystemExit(f"not novel glyph classes: {', '.join(missing)}")
     classes = [(label, novel[label]) for label in ALBUM_CLASSES]
-    albums, queries = ROOT / "data" / "albums", ROOT / "data" / "queries"
+    albums, queries = DATA_DIR / "albums", DATA_DIR / "queries"
     for folder in (albums, queries):
         # Start clean, so a class dropped from ALBUM_CLASSES does not linger as a stale folder.
         shutil.rmtree(folder, ignore_errors=True)

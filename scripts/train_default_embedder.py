@@ -29,6 +29,7 @@ from cbr_lite.quiet import import_tensorflow_quietly  # noqa: E402
 import_tensorflow_quietly()  # before anything imports TensorFlow: no start-up lines
 
 from cbr_lite import glyphs  # noqa: E402
+from cbr_lite.locations import DATA_DIR  # noqa: E402
 
 
 #: The committed glyph-cnn's recipe: what `python scripts/train_default_embedder.py` does with no options.
@@ -141,7 +142,7 @@ def main(argv=None):
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(default), default=default, help=HELP.get(key))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering the data")
-    parser.add_argument("--output", type=Path, default=ROOT / "data" / "embedders",
+    parser.add_argument("--output", type=Path, default=DATA_DIR / "embedders",
                         help="folder for glyph_cnn.keras and glyph_cnn.json")
     args = parser.parse_args(argv)
     if args.quick:
