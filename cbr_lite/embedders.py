@@ -253,7 +253,9 @@ def load_efficientnet_lite_embedder(name: str = "efficientnet-lite0") -> Embedde
     ``name`` is ``efficientnet-lite0`` (224x224), ``-lite1`` (240x240) or ``-lite2`` (260x260); pixels are
     normalised as ``(pixels - 127) / 128``. See :mod:`cbr_lite.efficientnet_lite` for the port.
     """
-    # Imported here so that `import cbr_lite` stays light (efficientnet_lite imports nothing from us).
+    # Imported here, not at the top, so that efficientnet_lite (the port and its weight reader) is loaded only
+    # when an EfficientNet-Lite embedder is asked for. The dependency runs one way: efficientnet_lite imports
+    # nothing from this module.
     from cbr_lite import efficientnet_lite as lite
 
     size = lite.variant(name).input_size
