@@ -37,12 +37,15 @@ from __future__ import annotations
 # This module is imported to build ``cbr-lite``'s argument parser, so it imports Keras and TensorFlow
 # only inside the functions that measure (the head forms live in cbr_lite.bench_heads).
 import argparse
+import contextlib
 import gc
+import importlib.metadata
 import io
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +54,9 @@ from pathlib import Path
 import numpy as np
 
 from cbr_lite.errors import CbrError
-from cbr_lite.files import write_atomically
+from cbr_lite.export import LiteRTModel, to_tflite
+from cbr_lite.files import check_output_path, write_atomically
+from cbr_lite.quiet import import_tensorflow_quietly
 
 TFLITE_VARIANTS = ("per_class", "gather", "reshape", "segment", "masked", "int8")
 BASELINES = ("numpy", "faiss")
@@ -129,8 +134,6 @@ def median_ms(function, **options) -> float:
 
 def litert_latency(tflite: bytes, query: np.ndarray, threads: int) -> tuple[float, float, np.ndarray, list]:
     """``(median ms, fastest ms of one query, the output scores, the op names)`` for a .tflite run by LiteRT."""
-    from cbr_lite.export import LiteRTModel
-
     model = LiteRTModel(tflite, num_threads=threads)
     interpreter, tensor = model.interpreter, model.input["index"]
     interpreter.set_tensor(tensor, query.reshape(model.input["shape"]).astype(np.float32))
@@ -140,8 +143,6 @@ def litert_latency(tflite: bytes, query: np.ndarray, threads: int) -> tuple[floa
 
 def blas_threads(threads: int):
     """A context in which NumPy's BLAS uses ``threads`` threads (needs ``threadpoolctl``; else no change)."""
-    import contextlib
-
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -340,9 +341,7 @@ def machine_info() -> dict:
         except ImportError:
             versions[module] = None
     try:
-        from importlib.metadata import version
-
-        versions["ai_edge_litert"] = version("ai-edge-litert")
+        versions["ai_edge_litert"] = importlib.metadata.version("ai-edge-litert")
     except Exception:  # noqa: BLE001 - the version is informative only
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -361,7 +360,6 @@ def embedding_throughput(embedder_name: str = "glyph-cnn", batch_sizes=(1, 32), 
     The input is random normalised pixels: the time does not depend on what the image shows.
     """
     from cbr_lite.embedders import load_embedder
-    from cbr_lite.export import LiteRTModel, to_tflite
 
     embedder = load_embedder(embedder_name)
     height, width = embedder.input_size
@@ -389,8 +387,6 @@ def build_time(images: int = 1000, classes: int = 50, embedder_name: str = "glyp
     The album is written by :func:`cbr_lite.glyphs.write_albums` into a temporary folder; the command is run
     as a separate process, as a user would run it, so the time includes starting Python and TensorFlow.
     """
-    import subprocess
-
     from cbr_lite import glyphs
 
     with tempfile.TemporaryDirectory() as folder:
@@ -528,9 +524,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark as the options say, print the table, write --json / --plot; returns the exit status."""
-    from cbr_lite.files import check_output_path
-    from cbr_lite.quiet import import_tensorflow_quietly
-
     for path in (args.json, args.plot):
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -26,10 +26,12 @@ from cbr_lite.albums import check_on_bad_image, found_albums, read_image_or_skip
 from cbr_lite.classifier import Classifier  # noqa: F401  (notebooks 06 and 10 use builder.Classifier)
 from cbr_lite.classifier_file import ClassifierFile, read_classifier_file, write_classifier_file
 from cbr_lite.errors import CbrError
-from cbr_lite.export import LiteRTModel, check_quantize
-from cbr_lite.index_choice import IndexSpec, parse_index
+from cbr_lite.export import LiteRTModel, check_quantize, to_tflite
+from cbr_lite.images import resize
+from cbr_lite.index_choice import IndexSpec, parse_index, resolve_spec
 from cbr_lite.labels import check_labels, printable
-from cbr_lite.similarity import parse_aggregation
+from cbr_lite.similarity import check_index, parse_aggregation
+from cbr_lite.tflite_graph import count_operators, embedder_part, join
 from cbr_lite.version import VERSION
 
 #: How int8 index rows are scaled (see cbr_lite.quantization): one scale per index image.
@@ -59,8 +61,6 @@ def embed_paths(paths: Sequence, embedder, on_bad_image: str = "error",
     Each image is resized to the embedder's input size as soon as it is read, exactly as
     :meth:`Embedder.preprocess` would, so the embeddings equal ``embedder.embed(images)``.
     """
-    from cbr_lite.images import resize
-
     check_on_bad_image(on_bad_image)
     warn = warn or warn_on_stderr
     chunks, kept = [], []
@@ -167,8 +167,6 @@ def representative_images(albums, embedder, count: int = REPRESENTATIVE_IMAGES) 
     """Up to ``count`` album images (evenly spread over the sorted paths), resized for ``embedder``:
     what a full-integer model is calibrated on. Unreadable images are left out. ``albums``: a folder of
     class folders or what :func:`cbr_lite.albums.find_albums` returned."""
-    from cbr_lite.images import resize
-
     paths = [path for _, album in found_albums(albums) for path in album]
     chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int))]
     images = [read_image_or_skip(path, "skip", lambda message: None) for path in chosen]
@@ -183,8 +181,6 @@ def classifier_file_from_index(embedder, index_embeddings, image_labels, class_n
     ``representative``: ``uint8`` images (any size) to calibrate an ``int8-full`` model on; required for it.
     ``index``: as for :func:`build_classifier_file`.
     """
-    from cbr_lite.similarity import check_index
-
     parse_aggregation(aggregation)
     check_quantize(quantize)
     spec = check_index_choice(index, aggregation, quantize)
@@ -198,9 +194,6 @@ def classifier_file_from_index(embedder, index_embeddings, image_labels, class_n
 def _assemble(embedder, index_embeddings, image_labels, class_names, aggregation, quantize, center=False,
               representative=None, spec: IndexSpec = IndexSpec()) -> bytes:
     """The classifier file of a checked index (the entries above check it, once)."""
-    from cbr_lite.export import to_tflite
-    from cbr_lite.tflite_graph import count_operators
-
     if index_embeddings.shape[1] != embedder.dim:
         raise CbrError(
             f"the index embeddings have {index_embeddings.shape[1]} dimensions but {embedder.name} gives {embedder.dim}"
@@ -240,9 +233,6 @@ def _with_head(network: bytes, described: dict, index_embeddings, image_labels, 
     The two are converted separately and joined (:mod:`cbr_lite.tflite_graph`), the embedder's
     ``embedder_ops`` operators first, so ``remove`` can cut the file there again without any embedder.
     """
-    from cbr_lite.export import to_tflite
-    from cbr_lite.tflite_graph import join
-
     head, index_info = _head(index_embeddings, image_labels, len(class_names), aggregation, quantize, center, spec)
     return write_classifier_file(join(network, to_tflite(head, quantize)), class_names, index_embeddings, image_labels,
                                  _info(described, aggregation, quantize, center, index_info))
@@ -289,7 +279,6 @@ def _head(index_embeddings, image_labels, num_classes, aggregation, quantize, ce
 def _ivf_head(index_embeddings, image_labels, num_classes, center, spec: IndexSpec):
     """The IVF head and its record: lists by k-means on the (centred) index, ``spec``'s lists and probes."""
     from cbr_lite import ivf
-    from cbr_lite.index_choice import resolve_spec
     from cbr_lite.retrieval import centring_mean
 
     nlist, nprobe = resolve_spec(spec, len(index_embeddings))
@@ -386,8 +375,6 @@ def remove_classes(data: bytes, labels: Iterable[str], source: str = "the model"
             f"removing {len(set(labels))} of {len(model.class_names)} classes would leave {len(keep_names)}: "
             "a classifier needs at least two classes"
         )
-    from cbr_lite.tflite_graph import embedder_part
-
     if model.quantize == "int8-full":
         raise CbrError(f"{source} is int8-full, calibrated on album images that the file does not keep: build it "
                        "again from the albums without these classes")

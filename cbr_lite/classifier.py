@@ -18,8 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
+from cbr_lite.classifier_file import read_model_file
 from cbr_lite.errors import CbrError
-from cbr_lite.metadata import TOP_CLASSES, TOP_SCORES
+from cbr_lite.export import LiteRTModel
+from cbr_lite.images import resize
+from cbr_lite.metadata import TOP_CLASSES, TOP_SCORES, read_metadata
 
 
 def check_top_k(top_k: int, name: str = "top_k") -> int:
@@ -47,10 +50,6 @@ class Classifier:
 
     def __init__(self, model, source: str | None = None):
         """``model``: the file's bytes or its path; ``source`` names it in error messages."""
-        from cbr_lite.classifier_file import read_model_file
-        from cbr_lite.export import LiteRTModel
-        from cbr_lite.metadata import read_metadata
-
         if isinstance(model, (str, Path)):
             source = source or str(model)
             model = read_model_file(model)
@@ -68,8 +67,6 @@ class Classifier:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """One ``uint8`` RGB image -> the model's input, as the metadata says (resize, then normalise)."""
-        from cbr_lite.images import resize
-
         pixels = resize(np.asarray(image, dtype=np.uint8), self.input_size)
         if self.uint8_input:
             return pixels
@@ -106,8 +103,6 @@ def classify(model, images, top_k: int = 0) -> list:
 
 def count_ops(data: bytes, source: str = "the model") -> list:
     """``[(op name, count), ...]`` of a .tflite model, in order of first use."""
-    from cbr_lite.export import LiteRTModel
-
     counts: dict = {}
     for op in LiteRTModel(data, source=source).ops():
         counts[op] = counts.get(op, 0) + 1

@@ -31,10 +31,12 @@ import sys
 import threading
 import time
 
-from cbr_lite.albums import ON_BAD_IMAGE
+import numpy as np
+
+from cbr_lite.albums import ON_BAD_IMAGE, expand_inputs, find_albums, read_image_or_skip, warn_on_stderr
 from cbr_lite.errors import CbrError
 from cbr_lite.export import QUANTIZATIONS
-from cbr_lite.files import check_output_path
+from cbr_lite.files import check_output_path, write_atomically
 from cbr_lite.labels import printable
 from cbr_lite.version import VERSION
 
@@ -49,11 +51,7 @@ OUTPUT_HELP = ("a regular file, replaced only once the new one is complete; an e
 
 def run_embed(args) -> None:
     """Write the raw embeddings of the given images (folders expanded, sorted) to a .npy file."""
-    import numpy as np
-
-    from cbr_lite.albums import expand_inputs
     from cbr_lite.builder import embed_paths, resolve_embedder
-    from cbr_lite.files import write_atomically
 
     paths = expand_inputs(args.inputs)
     check_output_path(args.output)
@@ -71,10 +69,8 @@ def run_embed(args) -> None:
 
 def run_build(args) -> None:
     """Build a classifier .tflite file from a folder of class folders."""
-    from cbr_lite.albums import find_albums
     from cbr_lite.builder import build_classifier_file
     from cbr_lite.classifier_file import read_classifier_file
-    from cbr_lite.files import write_atomically
 
     start = time.perf_counter()
     check_output_path(args.output)
@@ -89,7 +85,6 @@ def run_build(args) -> None:
 
 def run_classify(args) -> None:
     """Classify images with a model file; labels and preprocessing come from its metadata."""
-    from cbr_lite.albums import expand_inputs, read_image_or_skip, warn_on_stderr
     from cbr_lite.classifier import Classifier, check_top_k
 
     check_top_k(args.top_k, "--top-k")
@@ -137,10 +132,8 @@ def run_inspect(args) -> None:
 
 def run_add(args) -> None:
     """Add the classes of a folder of class folders to a model, embedding only the new images."""
-    from cbr_lite.albums import find_albums
     from cbr_lite.builder import add_classes, load_file_embedder
     from cbr_lite.classifier_file import read_classifier_file, read_model_file
-    from cbr_lite.files import write_atomically
 
     start = time.perf_counter()
     data = read_model_file(args.model)
@@ -168,7 +161,6 @@ def run_remove(args) -> None:
     """Remove classes (and their index images) from a model."""
     from cbr_lite.builder import remove_classes
     from cbr_lite.classifier_file import read_classifier_file, read_model_file
-    from cbr_lite.files import write_atomically
 
     data = read_model_file(args.model)
     check_output_path(args.output)

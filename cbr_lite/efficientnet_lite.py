@@ -59,6 +59,7 @@ import keras
 import numpy as np
 
 from cbr_lite.errors import CbrError
+from cbr_lite.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -462,8 +463,6 @@ def cache_path(name: str = LITE0) -> Path:
 
 def write_cache(arrays: dict[str, list[np.ndarray]], path: Path) -> Path:
     """Write ``{layer: arrays}`` as one ``.npz`` (keys ``layer/i``, no pickle), atomically."""
-    from cbr_lite.files import write_atomically
-
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False,
              **{f"{layer}/{i}": a for layer, weights in arrays.items() for i, a in enumerate(weights)})

@@ -14,10 +14,24 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from cbr_lite.errors import CbrError, first_line
 from cbr_lite.locations import REPOSITORY_ROOT
+from cbr_lite.quiet import import_tensorflow_quietly, quiet_library_logs
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extras install its backport
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
 
 #: The packages whose versions the notebooks depend on (their ranges come from ``pyproject.toml``).
 CHECKED_PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
@@ -50,23 +64,11 @@ def required_versions(pyproject: Path | None = None) -> dict[str, str]:
     the installed package's metadata (which was generated from it). A range with an environment marker
     counts where its marker holds (keras's range differs on Python 3.10).
     """
-    from packaging.requirements import Requirement
-
     pyproject = Path(pyproject) if pyproject else REPOSITORY_ROOT / "pyproject.toml"
     lines = None
-    if pyproject.is_file():
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10: the test extras install its backport
-            try:
-                import tomli as tomllib
-            except ModuleNotFoundError:
-                tomllib = None
-        if tomllib is not None:
-            lines = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    if pyproject.is_file() and tomllib is not None:
+        lines = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     if lines is None:
-        from importlib import metadata
-
         try:
             lines = metadata.requires("cbr-lite") or []
         except metadata.PackageNotFoundError:
@@ -82,8 +84,6 @@ def required_versions(pyproject: Path | None = None) -> dict[str, str]:
 
 def installed_version(package: str) -> str | None:
     """The installed version of ``package`` (a distribution name such as ``"ai-edge-litert"``), or None."""
-    from importlib import metadata
-
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -99,9 +99,6 @@ def version_problems(python: tuple = None, versions: dict | None = None, ranges:
     >>> version_problems((3, 9), {"numpy": "1.20.0"}, {"numpy": ">=1.26,<3"})
     ['Python 3.9 is too old (cbr-lite needs 3.10 or newer)', 'numpy 1.20.0 is installed but cbr-lite needs >=1.26,<3']
     """
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
     python = tuple(python or sys.version_info[:2])
     ranges = required_versions() if ranges is None else ranges
     if versions is None:
@@ -163,8 +160,6 @@ def setup_notebook(seed: int = DEFAULT_SEED, check_versions: bool = True) -> Non
     TensorFlow is installed but cannot be imported. Your own warnings still show (see
     :func:`cbr_lite.quiet.quiet_library_logs`).
     """
-    from cbr_lite.quiet import import_tensorflow_quietly, quiet_library_logs
-
     if check_versions:
         problems = version_problems()
         if problems:
