@@ -26,13 +26,19 @@ vectors exist only during training and are not saved.
 
 from __future__ import annotations
 
+import io
+import json
+import tempfile
 import time
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
 from PIL import Image
 
 from cbr_lite.errors import CbrError
+from cbr_lite.metadata import ZIP_DATE
 
 INPUT_SIZE = (64, 64)
 EMBEDDING_DIM = 128
@@ -76,8 +82,9 @@ _NEWER_KERAS_DEFAULTS = {
     "Dense": {"quantization_config": None},
     "InputLayer": {"optional": False},
 }
-#: Every date inside a saved embedder: the file depends only on the weights, not on when it was written.
-_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+#: Every date inside a saved embedder is metadata.ZIP_DATE: the file depends only on the weights, not on
+#: when it was written. Keras' metadata.json writes it as "1980-01-01@00:00:00".
+_SAVE_DATE = "{:04d}-{:02d}-{:02d}@{:02d}:{:02d}:{:02d}".format(*ZIP_DATE)
 
 
 def embedder_file_bytes(embedder: keras.Model) -> bytes:
@@ -87,12 +94,6 @@ def embedder_file_bytes(embedder: keras.Model) -> bytes:
     their defaults (:data:`_NEWER_KERAS_DEFAULTS`; Keras 3.12 would refuse them), and the save date and the
     zip entries' dates are fixed, so the same weights always give the same bytes.
     """
-    import io
-    import json
-    import tempfile
-    import zipfile
-    from pathlib import Path
-
     def strip(node):
         if isinstance(node, dict):
             config = node.get("config")
@@ -117,8 +118,8 @@ def embedder_file_bytes(embedder: keras.Model) -> bytes:
                     strip(config)
                     data = json.dumps(config).encode()
                 elif entry.filename == "metadata.json":
-                    data = json.dumps(json.loads(data) | {"date_saved": "1980-01-01@00:00:00"}).encode()
-                fixed = zipfile.ZipInfo(entry.filename, date_time=_FIXED_DATE)
+                    data = json.dumps(json.loads(data) | {"date_saved": _SAVE_DATE}).encode()
+                fixed = zipfile.ZipInfo(entry.filename, date_time=ZIP_DATE)
                 fixed.compress_type, fixed.external_attr = entry.compress_type, entry.external_attr
                 portable.writestr(fixed, data)
     return stream.getvalue()
