@@ -43,6 +43,7 @@ import numpy as np
 from cbr_lite import bench
 from cbr_lite.files import write_atomically
 from cbr_lite.index_choice import default_nprobe
+from cbr_lite.quiet import quiet_environment
 
 IVF_CLASSES = (100_000, 300_000, 1_000_000)
 QUICK_IVF_CLASSES = (3_000, 10_000)
@@ -96,7 +97,7 @@ def loaded_memory(path: Path, queries: np.ndarray) -> int | None:
     queries_path = path.with_suffix(".queries.npy")
     np.save(queries_path, queries.astype(np.float32), allow_pickle=False)
     done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(path), str(queries_path)], capture_output=True,
-                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          text=True, env=quiet_environment())
     return int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.split() else None
 
 

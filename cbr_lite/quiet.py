@@ -4,9 +4,10 @@ TensorFlow, Keras, LiteRT and the TFLite converter print lines nobody asked for,
 C++ straight to file descriptor 2 and with a timestamp, which nbval would compare and a CLI user would
 have to read past. Everything that hides such output lives here:
 
-- :func:`import_tensorflow_quietly`: the only place that sets ``TF_CPP_MIN_LOG_LEVEL``; entries call it
-  before anything imports TensorFlow (``setup_notebook()``, the CLI commands that need TensorFlow, the
-  scripts). Importing a module that needs TensorFlow without it works; you just see TensorFlow's lines.
+- :func:`import_tensorflow_quietly`: the only place that sets ``TF_CPP_MIN_LOG_LEVEL`` in this process;
+  entries call it before anything imports TensorFlow (``setup_notebook()``, the CLI commands that need
+  TensorFlow, the scripts). Importing a module that needs TensorFlow without it works; you just see
+  TensorFlow's lines. :func:`quiet_environment` is the same setting for a child process.
 - :func:`quiet_library_logs`: TensorFlow's, absl's and fontTools' loggers to errors only, and the
   warnings those libraries emit themselves, but not warnings from your own code (a NaN in your NumPy
   still warns).
@@ -92,6 +93,15 @@ def import_tensorflow_quietly() -> None:
         warnings.simplefilter("ignore")  # only while importing: deprecation notices from inside TensorFlow
         import keras  # noqa: F401  (imports tensorflow, the backend)
         import tensorflow  # noqa: F401
+
+
+def quiet_environment() -> dict[str, str]:
+    """A copy of this process's environment for a child process that may load TensorFlow or LiteRT: the
+    same ``TF_CPP_MIN_LOG_LEVEL`` as :func:`import_tensorflow_quietly` (3 unless the user set it).
+
+    >>> subprocess.run([sys.executable, "probe.py"], env=quiet_environment())    # doctest: +SKIP
+    """
+    return {"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ}
 
 
 def quiet_library_logs() -> None:
