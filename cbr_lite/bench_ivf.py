@@ -325,8 +325,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the IVF study (added to ``cbr-lite bench``, whose --quick, --classes, --dim, --threads and
     --json it shares)."""
     parser.add_argument("--ivf", action="store_true",
-                        help="run the IVF study instead: 100k, 300k and 1M classes at dim 128 and 256 (~11 min on 2 cores with FAISS; "
-                             "--quick: 3k and 10k classes)")
+                        help="run the IVF study instead: 100k, 300k and 1M classes at dim 128 and 256 "
+                             "(~11 min on 2 cores with FAISS; --quick: 3k and 10k classes)")
     parser.add_argument("--ivf-exact-limit", type=int, default=EXACT_LIMIT, metavar="CLASSES",
                         help=f"with --ivf, convert the exact int8 head only up to this many classes (default {EXACT_LIMIT:,})")
 
