@@ -109,29 +109,40 @@ def glyph_domains(name: str, episodes: int) -> int:
     return 0
 
 
-def quantizations(name: str, shots: int = 3) -> int:
-    """One classifier file per quantisation from the "parts" photos (all 15 classes, ``shots`` index images
-    each, centred as ``cbr-lite build`` does), run with LiteRT on the other images: size, latency, accuracy
-    and top-1 agreement with float32. The int8-full file is calibrated on the index images."""
+def quantizations(name: str, data: str = "parts", shots: int | None = None) -> int:
+    """One classifier file per quantisation, run with LiteRT on the images that are not in its index: size,
+    latency, accuracy and top-1 agreement with float32. The int8-full file is calibrated on the index images.
+
+    ``data`` ``"parts"``: the "parts" photos (all 15 classes, 3 index images each, centred as ``cbr-lite build
+    --center`` does). ``"novel-glyphs"``: the first 30 classes of :func:`cbr_lite.evaluation.load_domain`'s
+    held-out scripts, 15 renders each, 5 in the index, not centred (centring costs glyph-cnn 1-3 points).
+    """
     from cbr_lite.builder import classifier_file_from_index
     from cbr_lite.classifier import Classifier
     from cbr_lite.embedders import load_embedder
+    from cbr_lite.evaluation import load_domain
     from cbr_lite.export import QUANTIZATIONS, LiteRTModel
 
     embedder = load_embedder(name)
-    images, labels, names = photo_dataset("parts")
+    if data == "novel-glyphs":
+        images, labels, names = load_domain("novel-glyphs", samples_per_class=15)
+        keep = labels < 30
+        images, labels, names, shots, center = images[keep], labels[keep], names[:30], shots or 5, False
+    else:
+        (images, labels, names), shots, center = photo_dataset("parts"), shots or 3, True
     rng = np.random.default_rng(0)
     index_rows = np.concatenate([rng.choice(np.flatnonzero(labels == c), shots, replace=False) for c in range(len(names))])
     query_rows = np.setdiff1d(np.arange(len(labels)), index_rows)
     index_images = [images[i] for i in index_rows]
     embeddings = embedder.embed(index_images)
     queries = [images[i] for i in query_rows]
-    print(f"{name}: {len(names)} classes x {shots} index images, {len(queries)} queries, centred")
+    print(f"{name}: {len(names)} classes x {shots} index images, {len(queries)} queries"
+          f"{', centred' if center else ''}")
     print("| quantisation | file MB | LiteRT ms (1 thread) | top-1 accuracy | top-1 agreement with float32 |")
     reference = None
     for quantize in QUANTIZATIONS:
         data = classifier_file_from_index(embedder, embeddings, labels[index_rows], names, quantize=quantize,
-                                          center=True, representative=index_images)
+                                          center=center, representative=index_images)
         classifier = Classifier(data)
         top = classifier.scores(queries).argmax(axis=1)
         reference = top if reference is None else reference
@@ -152,8 +163,9 @@ def main(argv=None) -> int:
     parser.add_argument("--flip", action="store_true", help="also measure horizontal-flip test-time augmentation")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--dataset", choices=("parts", "regions"), default="parts")
-    parser.add_argument("--quantizations", action="store_true",
-                        help="instead: float32 / float16 / int8 / int8-full classifier files of the first embedder")
+    parser.add_argument("--quantizations", nargs="?", const="parts", choices=("parts", "novel-glyphs"),
+                        help="instead: float32 / float16 / int8 / int8-full classifier files of the first embedder, "
+                             "on the 'parts' photos (default) or on held-out glyphs ('novel-glyphs', for glyph-cnn)")
     parser.add_argument("--glyph-domains", action="store_true",
                         help="instead: glyph-cnn on cbr_lite.evaluation's held-out domains, with and without centring")
     args = parser.parse_args(argv)
@@ -161,7 +173,7 @@ def main(argv=None) -> int:
     if args.glyph_domains:
         return glyph_domains(args.embedders[0], args.episodes)
     if args.quantizations:
-        return quantizations(args.embedders[0])
+        return quantizations(args.embedders[0], args.quantizations)
     images, labels, names = photo_dataset(args.dataset)
     print(f"{len(names)} classes x {len(images) // len(names)} images of {images.shape[1]}x{images.shape[2]}; "
           f"{args.episodes} episodes per task; machine: {os.cpu_count()} CPUs (shared)")
