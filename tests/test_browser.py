@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -51,6 +52,18 @@ def _missing() -> str | None:
     return None
 
 
+def _copy_for_this_python(notebook: Path, copy: Path) -> None:
+    """Copy ``notebook``, stamped with this Python's version as its kernel will report it.
+
+    On opening, JupyterLab writes the kernel's ``language_info`` into the notebook's metadata, so a notebook
+    saved by Python 3.11 opens *modified* under 3.10 (harmless: only the stamp changes). The test checks that
+    nothing else modifies it, on every Python.
+    """
+    content = json.loads(notebook.read_text(encoding="utf-8"))
+    content["metadata"].setdefault("language_info", {})["version"] = platform.python_version()
+    copy.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _chromium() -> str | None:
     return next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
 
@@ -64,7 +77,7 @@ def lab(tmp_path_factory):
     home = tmp_path_factory.mktemp("lab")
     served = home / "notebooks"
     served.mkdir()
-    shutil.copy(NOTEBOOK, served / NOTEBOOK.name)
+    _copy_for_this_python(NOTEBOOK, served / NOTEBOOK.name)
     settings = home / "config" / "lab" / "user-settings" / "@jupyterlab"
     _write_json(settings / "notebook-extension" / "tracker.jupyterlab-settings", {"windowingMode": "none"})
     _write_json(settings / "apputils-extension" / "notification.jupyterlab-settings",
