@@ -40,7 +40,7 @@ def study(name: str, domain: str, renders: int, most_classes: int | None) -> str
     """One table row."""
     from cbr_lite.embedders import load_embedder
     from cbr_lite.evaluation import load_domain
-    from cbr_lite.quantization import SCALES, int8_scores
+    from cbr_lite.quantization import int8_scores, top1_agreement
     from cbr_lite.similarity import class_scores, cosine_similarity, l2_normalize
 
     images, labels, names = load_domain(domain, samples_per_class=renders)
@@ -53,12 +53,12 @@ def study(name: str, domain: str, renders: int, most_classes: int | None) -> str
     queries, query_labels = embeddings[~in_index], labels[~in_index]
     classes = len(names)
     exact = class_scores(cosine_similarity(queries, index), index_labels, classes, "max").argmax(axis=1)
-    rounded = {scale: class_scores(int8_scores(queries, index, scale), index_labels, classes, "max").argmax(axis=1)
-               for scale in SCALES}
+    per_row = class_scores(int8_scores(queries, index, "row"), index_labels, classes, "max").argmax(axis=1)
     litert = litert_top1(index, index_labels, classes, queries)
     cells = [f"{np.mean(exact == query_labels):.3f}"]
-    cells += [f"{np.mean(rounded[scale] == exact):.3f}" for scale in ("fixed", "matrix", "row")]
-    cells += [f"{np.mean(litert == exact):.3f}", f"{np.mean(rounded['row'] == query_labels):.3f}"]
+    cells += [f"{top1_agreement(queries, index, index_labels, classes, scale=scale):.3f}"
+              for scale in ("fixed", "matrix", "row")]
+    cells += [f"{np.mean(litert == exact):.3f}", f"{np.mean(per_row == query_labels):.3f}"]
     return (f"| {name} {domain} | {classes} | {len(index)} / {len(queries)} | {embeddings.shape[1]} | "
             + " | ".join(cells) + " |")
 
