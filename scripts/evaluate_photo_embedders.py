@@ -109,11 +109,11 @@ def glyph_domains(name: str, episodes: int) -> int:
     return 0
 
 
-def quantizations(name: str, data: str = "parts", shots: int | None = None) -> int:
+def quantizations(name: str, dataset: str = "parts", shots: int | None = None) -> int:
     """One classifier file per quantisation, run with LiteRT on the images that are not in its index: size,
     latency, accuracy and top-1 agreement with float32. The int8-full file is calibrated on the index images.
 
-    ``data`` ``"parts"``: the "parts" photos (all 15 classes, 3 index images each, centred as ``cbr-lite build
+    ``dataset`` ``"parts"``: the "parts" photos (all 15 classes, 3 index images each, centred as ``cbr-lite build
     --center`` does). ``"novel-glyphs"``: the first 30 classes of :func:`cbr_lite.evaluation.load_domain`'s
     held-out scripts, 15 renders each, 5 in the index, not centred (centring costs glyph-cnn 1-3 points).
     """
@@ -124,7 +124,7 @@ def quantizations(name: str, data: str = "parts", shots: int | None = None) -> i
     from cbr_lite.export import QUANTIZATIONS, LiteRTModel
 
     embedder = load_embedder(name)
-    if data == "novel-glyphs":
+    if dataset == "novel-glyphs":
         images, labels, names = load_domain("novel-glyphs", samples_per_class=15)
         keep = labels < 30
         images, labels, names, shots, center = images[keep], labels[keep], names[:30], shots or 5, False
