@@ -289,7 +289,7 @@ def run_benchmark(classes_list=QUICK_CLASSES, variants=VARIANTS, dim: int = 1024
     if unknown:
         raise CbrError(f"unknown variant {unknown[0]!r}: use some of {', '.join(VARIANTS)}")
     threads = threads or os.cpu_count() or 1
-    records = []
+    records, machine = [], machine_info()  # its load average is the start's; limits holds the end's
     started = time.perf_counter()
     for classes in sorted(int(c) for c in classes_list):
         index, labels = synthetic_index(classes, shots, dim)
@@ -319,7 +319,7 @@ def run_benchmark(classes_list=QUICK_CLASSES, variants=VARIANTS, dim: int = 1024
         gc.collect()
     limits = {"copy_gb_per_s": copy_bandwidth(copy_megabytes), "threads": threads,
               "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    return {"machine": machine_info(), "records": records, "limits": limits,
+    return {"machine": machine, "records": records, "limits": limits,
             "settings": {"classes": list(classes_list), "dim": dim, "shots": shots, "threads": threads,
                          "max_convert_s": max_convert_s, "seconds": time.perf_counter() - started}}
 

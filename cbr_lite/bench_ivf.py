@@ -236,7 +236,7 @@ def run_ivf_study(classes_list=QUICK_IVF_CLASSES, dims=IVF_DIMS, threads: int | 
     from cbr_lite import ivf
 
     threads = threads or os.cpu_count() or 1
-    records, started = [], time.perf_counter()
+    records, machine, started = [], bench.machine_info(), time.perf_counter()  # the load average at the start
     with tempfile.TemporaryDirectory() as folder:
         for dim in dims:
             for classes in sorted(int(c) for c in classes_list):
@@ -255,7 +255,7 @@ def run_ivf_study(classes_list=QUICK_IVF_CLASSES, dims=IVF_DIMS, threads: int | 
                 records += found
                 del index, labels, lists
                 gc.collect()
-    return {"machine": bench.machine_info(), "records": records,
+    return {"machine": machine, "records": records,
             "settings": {"classes": list(classes_list), "dims": list(dims), "threads": threads, "queries": queries,
                          "exact_limit": exact_limit, "seconds": time.perf_counter() - started},
             "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
